@@ -11,17 +11,22 @@ from storage_backends.base import StorageDriver
 
 if TYPE_CHECKING:
     from registry.config import Config
-    from registry.services import Registry
+    from registry.services import Registry, UploadState
 
 CONFIG: web.AppKey["Config"] = web.AppKey("berth.config")
 STORAGE: web.AppKey[StorageDriver] = web.AppKey("berth.storage", StorageDriver)
 REGISTRY: web.AppKey["Registry"] = web.AppKey("berth.registry")
+UPLOAD_STATE: web.AppKey["UploadState"] = web.AppKey("berth.upload_state")
 EVENTS: web.AppKey[EventSink] = web.AppKey("berth.events")
 # Set by the auth layer: may the caller of this request pull from the named repository?
 # (Used to filter the catalog; absent means "yes".)
 REPO_VISIBLE: web.AppKey[Callable[[web.Request, str], Awaitable[bool]]] = web.AppKey("berth.repo_visible")
 
-# Request-scoped keys (plain strings: aiohttp has no typed request keys).
-REQUEST_USER = "berth.user"  # str | None: the authenticated user name
-REQUEST_ID = "berth.request_id"  # str
-REQUEST_REPOSITORY = "berth.repository"  # str | None: for access logs
+# Request-scoped state.
+REQUEST_USER: web.RequestKey[str] = web.RequestKey("berth.user", str)  # the authenticated user name
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("berth.request_id", str)
+REQUEST_REPOSITORY: web.RequestKey[str] = web.RequestKey("berth.repository", str)  # for access logs
+# Set by the auth layer: called before a manifest PUT moves an existing tag to another digest;
+# raises RegistryError(DENIED) when the caller may not overwrite tags in that repository.
+TAG_OVERWRITE_CHECK: web.AppKey[Callable[[web.Request, str, str], Awaitable[None]]] = web.AppKey(
+    "berth.tag_overwrite_check")

@@ -113,6 +113,8 @@ class StorageDriver(ABC):
     """Public, validating front of every backend."""
 
     name: str = "base"
+    #: Smallest chunk the backend handles efficiently (advertised as OCI-Chunk-Min-Length).
+    min_chunk_size: int = 1
 
     # ---- public API (validates, then calls the primitive) ----
     async def get_content(self, path: str) -> bytes:
