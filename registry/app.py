@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import secrets
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -95,4 +95,11 @@ def create_app(config: Config, *, driver: StorageDriver | None = None) -> web.Ap
     app.cleanup_ctx.append(_storage_ctx(config, driver))
     app.router.add_route("*", "/v2", dispatch)
     app.router.add_route("*", "/v2/{tail:.*}", dispatch)
+    for setup in _subsystems():
+        setup(app, config)
     return app
+
+
+def _subsystems() -> list[Callable[[web.Application, Config], None]]:
+    """Each subsystem's ``setup(app, config)``: adds its routes, middlewares and resources."""
+    return []
