@@ -385,7 +385,7 @@ class Registry:
         """Delete uploads started more than ``older_than`` seconds ago; returns their paths."""
         now = time.time()
         purged: list[str] = []
-        for name in await self.repositories():
+        for name in await self.repositories(markers=("_uploads",)):
             try:
                 ids = await self.driver.list(layout.uploads_dir(name))
             except PathNotFound:
@@ -560,8 +560,8 @@ class Registry:
             return []
         return sorted(p.rsplit("/", 1)[-1] for p in paths if is_valid_tag(p.rsplit("/", 1)[-1]))
 
-    async def repositories(self) -> list[str]:
-        """Every repository name, sorted (a directory holding ``_manifests`` or ``_layers``)."""
+    async def repositories(self, markers: tuple[str, ...] = ("_manifests", "_layers")) -> list[str]:
+        """Every repository name, sorted: a directory holding one of ``markers``."""
         found: list[str] = []
         sem = asyncio.Semaphore(16)
 
@@ -575,7 +575,7 @@ class Registry:
             is_repo = False
             for child in children:
                 base = child.rsplit("/", 1)[-1]
-                if base in ("_manifests", "_layers"):
+                if base in markers:
                     is_repo = True
                 elif not base.startswith("_"):
                     subdirs.append((child, f"{name}/{base}" if name else base))
