@@ -68,9 +68,18 @@ class Skopeo:
         env = dict(os.environ, REGISTRY_AUTH_FILE=str(self.auth_file))
         return run_tool([self.binary, *args], env=env, timeout=timeout, check=check)
 
-    def copy(self, src: str, dest: str, *extra: str, all_images: bool = False) -> subprocess.CompletedProcess[str]:
-        """``skopeo copy`` with TLS verification off on both ends; ``--all`` for indexes."""
+    def copy(
+        self, src: str, dest: str, *extra: str, all_images: bool = False, preserve_digests: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """``skopeo copy`` with TLS verification off on both ends; ``--all`` for indexes.
+
+        ``--preserve-digests`` (the default here) stops skopeo from swapping in differently
+        compressed copies of a layer that its machine-wide blob-info cache knows the
+        destination already holds, so the manifest that arrives is the one that was sent.
+        """
         flags = ["--src-tls-verify=false", "--dest-tls-verify=false", "--retry-times=0"]
+        if preserve_digests:
+            flags.append("--preserve-digests")
         if all_images:
             flags.append("--all")
         return self.run("copy", *flags, *extra, src, dest)
