@@ -1,0 +1,172 @@
+"""Berth's token service: ``/auth/token`` (Docker's GET flow and the OAuth2 POST form) and ``/auth/jwks``.
+
+``GET /auth/token?service=&scope=&scope=&offline_token=&client_id=&account=``
+authenticates Basic credentials (or none: anonymous) and answers
+``{token, access_token, expires_in, issued_at[, refresh_token]}``.
+``POST /auth/token`` takes ``grant_type=password`` (``username``, ``password``)
+or ``grant_type=refresh_token`` (``refresh_token``), plus ``service``,
+``client_id``, ``scope`` (space-separated) and ``access_type=offline`` to get a
+refresh token. Either way the token grants the intersection of the requested
+scopes and what the policy allows; unknown or malformed scopes are left out,
+never an error. Refresh tokens stop working when the user's htpasswd entry
+changes or disappears. Errors use the registry's error format.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from aiohttp import web
+
+from auth.access import Access, parse_scopes
+from auth.challenge import BasicCredentials, BearerToken, MalformedAuthorization, basic_challenge, parse_authorization
+from auth.config import TokenAuth
+from auth.middleware import CONTROLLER, JWKS_PATH, TOKEN_PATH, AuthController
+from auth.tokens import TokenError, issue_refresh_token, issue_token, rfc3339
+from registry.errors import ErrorCode, RegistryError
+
+log = logging.getLogger("berth.auth")
+
+MAX_FORM_SIZE = 64 * 1024
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _bad_request(message: str) -> RegistryError:
+    return RegistryError(ErrorCode.UNAUTHORIZED, message, status=400)
+
+
+def _settings(controller: AuthController) -> TokenAuth:
+    token = controller.config.token
+    assert token is not None and token.builtin
+    return token
+
+
+def _check_service(token: TokenAuth, service: str | None) -> None:
+    if service and service != token.service_name:
+        raise _bad_request(f"this token service issues tokens for service {token.service_name!r} only")
+
+
+def _bad_credentials(controller: AuthController, request: web.Request) -> RegistryError:
+    return RegistryError(ErrorCode.UNAUTHORIZED, "invalid username or password",
+                         headers={"WWW-Authenticate": basic_challenge(controller.realm(request))})
+
+
+async def _issue(controller: AuthController, user: str | None, scopes: list[Access], *, offline: bool,
+                 client_id: str, oauth: bool) -> dict[str, Any]:
+    token = _settings(controller)
+    assert controller.signing_key is not None
+    granted = (await controller.policy()).grant(user, scopes)
+    now = time.time()
+    lifetime = int(token.expiration)
+    access_token = issue_token(controller.signing_key, issuer=token.issuer_name, audience=token.service_name,
+                               subject=user or "", access=granted, lifetime=lifetime, now=now)
+    body: dict[str, Any] = {"access_token": access_token, "token": access_token, "expires_in": lifetime,
+                            "issued_at": rfc3339(now)}
+    if oauth:
+        body["scope"] = " ".join(a.scope for a in granted)
+    if offline and user is not None and controller.htpasswd is not None:
+        users = await controller.htpasswd.users()
+        body["refresh_token"] = issue_refresh_token(
+            controller.signing_key, issuer=token.issuer_name, service=token.service_name, subject=user,
+            client_id=client_id, fingerprint=users.fingerprint(user), lifetime=token.refreshexpiration, now=now)
+    log.info("issued token to %s (client %r) for %s", user or "anonymous", client_id[:64],
+             " ".join(a.scope for a in granted) or "no scopes")
+    return body
+
+
+async def get_token(request: web.Request) -> web.StreamResponse:
+    """Docker's token request: Basic credentials or none, scopes in the query string."""
+    controller = request.app[CONTROLLER]
+    token = _settings(controller)
+    query = request.query
+    _check_service(token, query.get("service"))
+    try:
+        creds = parse_authorization(request.headers.getall("Authorization", []))
+    except MalformedAuthorization as exc:
+        raise _bad_request(str(exc)) from None
+    user: str | None = None
+    if isinstance(creds, BearerToken):
+        raise _bad_request("authenticate to the token service with Basic credentials")
+    if isinstance(creds, BasicCredentials):
+        if not await controller.check_password(request, creds.username, creds.password):
+            raise _bad_credentials(controller, request)
+        user = creds.username
+    account = query.get("account")
+    if account and user is not None and account != user:
+        raise _bad_request("account does not match the credentials")
+    body = await _issue(controller, user, parse_scopes(query.getall("scope", [])),
+                        offline=query.get("offline_token", "").lower() == "true",
+                        client_id=query.get("client_id", ""), oauth=False)
+    return web.json_response(body, headers=NO_STORE)
+
+
+async def post_token(request: web.Request) -> web.StreamResponse:
+    """The OAuth2 form: ``grant_type=password`` or ``grant_type=refresh_token``."""
+    controller = request.app[CONTROLLER]
+    token = _settings(controller)
+    if request.content_length is not None and request.content_length > MAX_FORM_SIZE:
+        raise _bad_request("request body too large")
+    form = await request.post()
+
+    def field(name: str) -> str:
+        value = form.get(name)
+        return value if isinstance(value, str) else ""
+
+    _check_service(token, field("service"))
+    client_id = field("client_id")
+    grant_type = field("grant_type")
+    scopes = parse_scopes([v for v in form.getall("scope", []) if isinstance(v, str)])
+    offline = field("access_type") == "offline"
+    if grant_type == "password":
+        username = field("username")
+        if not username:
+            raise _bad_request("username is required")
+        if not await controller.check_password(request, username, field("password")):
+            raise _bad_credentials(controller, request)
+        user = username
+    elif grant_type == "refresh_token":
+        user = await _refresh_user(controller, request, field("refresh_token"))
+    else:
+        raise _bad_request("grant_type must be password or refresh_token")
+    body = await _issue(controller, user, scopes, offline=offline, client_id=client_id, oauth=True)
+    return web.json_response(body, headers=NO_STORE)
+
+
+async def _refresh_user(controller: AuthController, request: web.Request, refresh_token: str) -> str:
+    controller.check_rate(request)
+    assert controller.refresh_verifier is not None
+    reason = ""
+    user = ""
+    try:
+        claims = controller.refresh_verifier.verify(refresh_token)
+        user = claims.subject
+        users = await controller.htpasswd.users() if controller.htpasswd is not None else None
+        if not user or users is None or not users.hashes.get(user):
+            reason = "unknown user"
+        elif claims.extra.get("pwd") != users.fingerprint(user):
+            reason = "the password changed since the token was issued"
+    except TokenError as exc:
+        reason = str(exc)
+    if reason:
+        controller.limiter.failed(controller.client_key(request))
+        log.warning("rejected refresh token from %s: %s", controller.client_key(request), reason)
+        raise RegistryError(ErrorCode.UNAUTHORIZED, "invalid refresh token",
+                            headers={"WWW-Authenticate": basic_challenge(controller.realm(request))})
+    return user
+
+
+async def jwks(request: web.Request) -> web.StreamResponse:
+    """The public key tokens are signed with, as a JWKS (for registries that should trust Berth's tokens)."""
+    controller = request.app[CONTROLLER]
+    assert controller.signing_key is not None
+    return web.json_response({"keys": [controller.signing_key.jwk()]})
+
+
+def add_routes(app: web.Application, controller: AuthController) -> None:
+    """Mount the token service on ``app`` (``app[CONTROLLER]`` must be ``controller``)."""
+    assert app[CONTROLLER] is controller
+    app.router.add_get(TOKEN_PATH, get_token)
+    app.router.add_post(TOKEN_PATH, post_token)
+    app.router.add_get(JWKS_PATH, jwks)
