@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 
@@ -36,6 +37,12 @@ def ssl_context(config: Config) -> ssl.SSLContext | None:
 
 def serve(config: Config) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests get ``http.draintimeout`` to finish."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        uvloop = None
+    if uvloop is not None:
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     app = create_app(config)
     host, port = split_addr(config.http.addr)
     web.run_app(

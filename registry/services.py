@@ -229,11 +229,7 @@ class Registry:
     async def _drop_upload(self, name: str, upload_id: str) -> None:
         self._hashes.pop(upload_id, None)
         self._upload_locks.pop(upload_id, None)
-        try:
-            writer = await self.driver.writer(layout.upload_data(name, upload_id), append=True)
-            await writer.cancel()
-        except PathNotFound:
-            pass
+        # Deleting the directory also discards an uncommitted writer below it (driver contract).
         try:
             await self.driver.delete(layout.upload_dir(name, upload_id))
         except PathNotFound:

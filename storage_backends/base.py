@@ -18,7 +18,8 @@ Guarantees every backend must give (checked by
   allows: S3 copies then deletes the source).
 * ``list`` returns the direct children (full paths) of a directory;
   ``walk`` yields every file below a directory, depth first.
-* ``delete`` removes a file or a whole directory tree.
+* ``delete`` removes a file or a whole directory tree, including the uncommitted
+  bytes of any writer below it (an S3 backend aborts its multipart uploads).
 """
 
 from __future__ import annotations
