@@ -27,6 +27,7 @@ import aiohttp
 
 from registry import mediatypes as mt
 from registry.client.authflow import RegistryAuth, Request, Response, repository_scope
+from registry.client.credentials import Credential
 from registry.client.errors import AuthError, ClientError, DigestMismatch, NetworkError, NotFound, RegistryResponseError
 from registry.digest import Digest
 from registry.reference import Reference
@@ -140,7 +141,8 @@ class RegistryClient:
         self._ssl[host] = result
         return result
 
-    def _network_error(self, host: str, exc: BaseException) -> NetworkError:
+    def network_error(self, host: str, exc: BaseException) -> NetworkError:
+        """The one-line :class:`NetworkError` for an aiohttp/OS failure talking to ``host``."""
         if isinstance(exc, aiohttp.ClientConnectorCertificateError):
             return NetworkError(f"TLS certificate of {host} is not trusted ({exc.certificate_error}); "
                                 f"pass --ca-file FILE, or --insecure to skip verification")
@@ -171,9 +173,9 @@ class RegistryClient:
                 self._schemes[host] = "http"
                 request.url = "http://" + request.url[len("https://"):]
                 return await self._send(request, host)
-            raise self._network_error(host, exc) from None
+            raise self.network_error(host, exc) from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise self._network_error(host, exc) from None
+            raise self.network_error(host, exc) from None
 
     async def _drive(self, request: Request, scopes: Iterable[str]) -> aiohttp.ClientResponse:
         """Run the auth flow for ``request``; return the final (unreleased) response."""
@@ -187,7 +189,7 @@ class RegistryClient:
                 try:
                     body = await raw.content.read(1024 * 1024)
                 except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                    raise self._network_error(target_host, exc) from None
+                    raise self.network_error(target_host, exc) from None
                 finally:
                     raw.release()
                 answer = Response(raw.status, raw.headers, raw.headers.getall("WWW-Authenticate", []), body)
@@ -238,6 +240,25 @@ class RegistryClient:
         detail = f"{code}: {message}" if code else (message or "no details")
         raise RegistryResponseError(f"{host} answered HTTP {status}{subject}: {detail}", status, code)
 
+    async def login(self, host: str, cred: Credential) -> Credential:
+        """Check ``cred`` against ``host`` (see :meth:`RegistryAuth.login_flow`); returns what to store."""
+        flow = self.auth.login_flow(self.base_url(host), cred)
+        request = next(flow)
+        while True:
+            raw = await self._send(request, request.host)
+            try:
+                body = await raw.content.read(1024 * 1024) if request.is_token_request else b""
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                raise self.network_error(request.host, exc) from None
+            finally:
+                raw.release()
+            answer = Response(raw.status, raw.headers, raw.headers.getall("WWW-Authenticate", []), body)
+            try:
+                request = flow.send(answer)
+            except StopIteration as stop:
+                result: Credential = stop.value
+                return result
+
     # Manifests -----------------------------------------------------------------------------
 
     async def get_manifest(self, ref: Reference, accept: str = MANIFEST_ACCEPT) -> ManifestResult:
@@ -252,7 +273,7 @@ class RegistryClient:
             try:
                 data = await resp.content.read(MAX_MANIFEST_SIZE + 1)
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                raise self._network_error(host, exc) from None
+                raise self.network_error(host, exc) from None
             media_type = (resp.headers.get("Content-Type") or "").split(";")[0].strip()
         if len(data) > MAX_MANIFEST_SIZE:
             raise RegistryResponseError(f"manifest of {ref} is larger than {MAX_MANIFEST_SIZE} bytes")
