@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, AsyncIterator
 from urllib.parse import quote, urlencode
 
@@ -14,6 +15,7 @@ from registry.events import Event, RequestInfo
 from registry.services import Registry
 
 BODY_CHUNK = 1 << 18
+_HOST_RE = re.compile(r"^[A-Za-z0-9.\-\[\]:]{1,255}$")
 
 
 def registry_of(request: web.Request) -> Registry:
@@ -58,8 +60,14 @@ def url_for(request: web.Request, path: str) -> str:
     cfg = config_of(request)
     if cfg.http.relativeurls:
         return path
-    base = cfg.http.host.rstrip("/") if cfg.http.host else f"{request.scheme}://{request.host}"
-    return base + path
+    if cfg.http.host:
+        return cfg.http.host.rstrip("/") + path
+    # Behind a load balancer, build URLs the client can reach (as Distribution does).
+    scheme = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip() or request.scheme
+    host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip() or request.host
+    if scheme not in ("http", "https") or not _HOST_RE.match(host):
+        scheme, host = request.scheme, request.host
+    return f"{scheme}://{host}{path}"
 
 
 async def emit(request: web.Request, action: str, repository: str, **target: Any) -> None:

@@ -196,3 +196,33 @@ async def test_unknown_route_is_spec_error(client):
     assert "errors" in body
     resp = await client.put("/v2/foo/blobs/" + sha256(b"x"))
     assert resp.status == 405
+
+
+async def test_forwarded_headers_shape_locations(client):
+    resp = await client.post("/v2/fw/blobs/uploads/", headers={"X-Forwarded-Proto": "https",
+                                                               "X-Forwarded-Host": "registry.example.com"})
+    assert resp.headers["Location"].startswith("https://registry.example.com/v2/fw/blobs/uploads/")
+    resp = await client.post("/v2/fw/blobs/uploads/", headers={"X-Forwarded-Host": "evil.example/path?x"})
+    assert resp.headers["Location"].startswith("http://127.0.0.1")
+
+
+async def test_tls_handshake_on_plain_port_gets_a_quick_400(client):
+    """Go clients probe with TLS first and fall back to HTTP when they get a 400 back at once."""
+    import asyncio
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    writer.write(outgoing.read())  # the ClientHello
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(4096), timeout=2)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 400") or answer.startswith(b"HTTP/1.0 400")
