@@ -102,4 +102,6 @@ def create_app(config: Config, *, driver: StorageDriver | None = None) -> web.Ap
 
 def _subsystems() -> list[Callable[[web.Application, Config], None]]:
     """Each subsystem's ``setup(app, config)``: adds its routes, middlewares and resources."""
-    return []
+    import auth
+
+    return [auth.setup]
