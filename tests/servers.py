@@ -134,6 +134,20 @@ class Server:
         return self.proc is not None and self.proc.poll() is None
 
     @property
+    def backend(self) -> str:
+        """The storage driver the config selects (``filesystem``, ``s3``, ``inmemory``)."""
+        storage = self.config.get("storage", {})
+        for name in ("s3", "filesystem", "inmemory"):
+            if name in storage:
+                return name
+        return "filesystem"
+
+    @property
+    def label(self) -> str:
+        """``kind-backend``, e.g. ``reference-s3``."""
+        return f"{self.kind}-{self.backend}"
+
+    @property
     def rootdirectory(self) -> Path | None:
         """The filesystem storage root, when the config uses filesystem storage."""
         fs = self.config.get("storage", {}).get("filesystem")
@@ -426,9 +440,9 @@ def start_dockerd(workdir: Path | str, timeout: float = 60.0) -> Dockerd:
 
 # Which registries and storage backends the parametrized suites run against ---------------
 
-# Berth joins the default once `python -m registry serve` works; BERTH_TEST_SERVERS overrides.
-DEFAULT_SERVER_KINDS: tuple[str, ...] = ("reference",)
-DEFAULT_BACKENDS: tuple[str, ...] = ("filesystem",)
+# BERTH_TEST_SERVERS / BERTH_TEST_BACKENDS override these (comma lists).
+DEFAULT_SERVER_KINDS: tuple[str, ...] = ("berth", "reference")
+DEFAULT_BACKENDS: tuple[str, ...] = ("filesystem", "s3")
 
 
 def enabled_kinds() -> list[str]:
@@ -451,8 +465,45 @@ def enabled_backends() -> list[str]:
     return backends
 
 
-def storage_config(backend: str, workdir: Path, **extra: Any) -> dict[str, Any]:
-    """A full registry config for ``backend`` with its data under ``workdir``."""
+def berth_has_backend(backend: str) -> bool:
+    """Whether Berth ships a storage driver for ``backend`` (``storage_backends/<name>.py``)."""
+    return (REPO_ROOT / "storage_backends" / f"{backend}.py").is_file()
+
+
+def server_matrix() -> list[tuple[str, str]]:
+    """Every (kind, backend) pair to run: enabled kinds x enabled backends that the kind has.
+
+    Berth joins a backend's runs once its driver module exists; the reference registry has them all.
+    """
+    return [
+        (kind, backend)
+        for kind in enabled_kinds()
+        for backend in enabled_backends()
+        if kind == "reference" or berth_has_backend(backend)
+    ]
+
+
+def s3_config(s3: Any, prefix: str, **extra: Any) -> dict[str, Any]:
+    """A full registry config for the S3 server ``s3`` (a ``tests.s3server.SeaweedFS``) under ``/prefix``."""
+    config: dict[str, Any] = {
+        "version": 0.1,
+        "log": {"level": "info", "formatter": "text"},
+        "storage": {
+            "s3": s3.driver_params(rootdirectory=f"/{prefix.strip('/')}"),
+            "delete": {"enabled": True},
+            "maintenance": {"uploadpurging": {"enabled": False}},
+        },
+        "http": {"addr": "127.0.0.1:0"},
+    }
+    return deep_merge(config, extra)
+
+
+def storage_config(backend: str, workdir: Path, s3: Any = None, **extra: Any) -> dict[str, Any]:
+    """A full registry config for ``backend`` with its data under ``workdir`` (or a prefix named after it)."""
     if backend == "filesystem":
         return filesystem_config(Path(workdir) / "data", **extra)
-    raise ValueError(f"storage backend {backend!r} is not wired into the suites yet")
+    if backend == "s3":
+        if s3 is None:
+            raise ValueError("the s3 backend needs a running tests.s3server.SeaweedFS")
+        return s3_config(s3, f"{Path(workdir).name}-{os.getpid()}", **extra)
+    raise ValueError(f"unknown storage backend {backend!r}")

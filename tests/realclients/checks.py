@@ -36,6 +36,10 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+_OPENER = urllib.request.build_opener(_NoRedirect)
+MAX_HOPS = 5
+
+
 @dataclass
 class Response:
     """Status, headers (lower-cased names) and body of one HTTP exchange."""
@@ -66,21 +70,22 @@ class RegistryHTTP:
         body: bytes | None = None,
         sink: Any = None,
     ) -> Response:
-        """One request (retried once after a 401 challenge when credentials are known).
+        """One request: retried once after a 401 challenge when credentials are known, and
+        following up to a few redirects for GET/HEAD (credentials dropped on another host).
 
         With ``sink`` (an object with ``update``/``write``) a 2xx body is streamed into it
         instead of being returned.
         """
         url = path if path.startswith("http") else self.base_url + path
-        for attempt in range(2):
+        scope_key = self._scope_key(path)
+        authorize = True
+        for attempt in range(MAX_HOPS):
             req = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
-            scope_key = self._scope_key(path)
             authorization = self._auth.get(scope_key) or self._auth.get(_BASIC)
-            if authorization:
+            if authorization and authorize:
                 req.add_header("Authorization", authorization)
             try:
-                opener = urllib.request.build_opener(_NoRedirect)
-                with opener.open(req, timeout=TIMEOUT) as resp:
+                with _OPENER.open(req, timeout=TIMEOUT) as resp:
                     hdrs = {k.lower(): v for k, v in resp.headers.items()}
                     if sink is not None:
                         while chunk := resp.read(CHUNK):
@@ -90,11 +95,18 @@ class RegistryHTTP:
             except urllib.error.HTTPError as err:
                 hdrs = {k.lower(): v for k, v in err.headers.items()}
                 data = err.read()
-                if err.code == 401 and attempt == 0 and self.username is not None:
+                if err.code == 401 and authorize and attempt == 0 and self.username is not None:
                     self._answer_challenge(hdrs.get("www-authenticate", ""), scope_key)
                     continue
+                if err.code in (301, 302, 303, 307, 308) and method in ("GET", "HEAD") and "location" in hdrs:
+                    # Follow storage redirects (S3 presigned URLs) without our credentials.
+                    target = urllib.parse.urljoin(url, hdrs["location"])
+                    if urllib.parse.urlsplit(target).netloc != urllib.parse.urlsplit(url).netloc:
+                        authorize = False
+                    url = target
+                    continue
                 return Response(err.code, hdrs, data)
-        raise AssertionError(f"{method} {url}: still unauthorized after answering the challenge")
+        raise AssertionError(f"{method} {path}: no final answer after {MAX_HOPS} hops")
 
     def _basic(self) -> str:
         raw = f"{self.username}:{self.password}".encode()

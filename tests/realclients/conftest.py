@@ -20,11 +20,11 @@ if str(ROOT) not in sys.path:
 from tests.images import ImageSet, cached_standard_images  # noqa: E402
 from tests.realclients.checks import RegistryHTTP, http_for  # noqa: E402
 from tests.realclients.clients import ContainersTool, Skopeo  # noqa: E402
+from tests.s3server import seaweedfs_fixture  # noqa: E402
 from tests.servers import (  # noqa: E402
     Dockerd,
     Server,
-    enabled_backends,
-    enabled_kinds,
+    server_matrix,
     start_dockerd,
     start_registry,
     storage_config,
@@ -34,13 +34,16 @@ from tests.servers import (  # noqa: E402
 def registry_params() -> list[object]:
     """One pytest param per (server kind, storage backend); reference runs carry ``interop``."""
     params: list[object] = []
-    for kind in enabled_kinds():
-        for backend in enabled_backends():
-            marks = [pytest.mark.interop] if kind == "reference" else []
-            if backend == "s3":
-                marks.append(pytest.mark.s3)
-            params.append(pytest.param((kind, backend), id=f"{kind}-{backend}", marks=marks))
+    for kind, backend in server_matrix():
+        marks = [pytest.mark.interop] if kind == "reference" else []
+        if backend == "s3":
+            marks.append(pytest.mark.s3)
+        params.append(pytest.param((kind, backend), id=f"{kind}-{backend}", marks=marks))
     return params
+
+
+s3_server = seaweedfs_fixture()
+"""One SeaweedFS for the session, started only when an s3 parameter runs."""
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +57,8 @@ def registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     """A running registry of the parametrized kind and backend, shared by the whole session."""
     kind, backend = request.param
     workdir = tmp_path_factory.mktemp(f"{kind}-{backend}")
-    server = start_registry(kind, storage_config(backend, workdir), workdir / "server")
+    s3 = request.getfixturevalue("s3_server") if backend == "s3" else None
+    server = start_registry(kind, storage_config(backend, workdir, s3=s3), workdir / "server")
     try:
         yield server
     finally:

@@ -10,15 +10,20 @@ import pytest
 from tests.images import ImageSet
 from tests.realclients.checks import http_for, verify_image
 from tests.realclients.clients import Skopeo
-from tests.servers import Server, enabled_backends, enabled_kinds, start_registry, storage_config
+from tests.servers import Server, server_matrix, start_registry, storage_config
 
 pytestmark = [pytest.mark.realclient, pytest.mark.interop]
 
 
 def _pair_params() -> list[object]:
-    # Until Berth serves, the hops run reference -> reference so the test itself stays honest.
-    first = "berth" if "berth" in enabled_kinds() else "reference"
-    return [pytest.param((first, backend), id=f"{first}-reference-{backend}") for backend in enabled_backends()]
+    # With Berth deselected (BERTH_TEST_SERVERS=reference) the hops run reference -> reference.
+    matrix = server_matrix()
+    params = []
+    for backend in dict.fromkeys(b for _, b in matrix):
+        first = "berth" if ("berth", backend) in matrix else "reference"
+        marks = [pytest.mark.s3] if backend == "s3" else []
+        params.append(pytest.param((first, backend), id=f"{first}-reference-{backend}", marks=marks))
+    return params
 
 
 @pytest.fixture(scope="module", params=_pair_params())
@@ -27,9 +32,10 @@ def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     kind, backend = request.param
     a_dir = tmp_path_factory.mktemp(f"cross-{kind}")
     b_dir = tmp_path_factory.mktemp("cross-reference")
-    a = start_registry(kind, storage_config(backend, a_dir), a_dir / "server")
+    s3 = request.getfixturevalue("s3_server") if backend == "s3" else None
+    a = start_registry(kind, storage_config(backend, a_dir, s3=s3), a_dir / "server")
     try:
-        b = start_registry("reference", storage_config(backend, b_dir), b_dir / "server")
+        b = start_registry("reference", storage_config(backend, b_dir, s3=s3), b_dir / "server")
         try:
             yield a, b
         finally:

@@ -94,7 +94,12 @@ def test_delete_by_digest(
     assert http.get_manifest(repo, image.manifest_digest).status == 404
     assert http.get_manifest(repo, "doomed").status == 404
     assert http.get_manifest(repo, "alias").status == 404
-    assert skopeo.list_tags(f"docker://{registry.addr}/{repo}") == []
+    remaining = skopeo.list_tags(f"docker://{registry.addr}/{repo}")
+    if registry.label == "reference-s3":
+        # Distribution 2.8 lists tag "directories" that SeaweedFS keeps after their objects go.
+        assert sorted(remaining) in ([], ["alias", "doomed"])
+    else:
+        assert remaining == []
     # A fresh push after the delete works and is whole again.
     skopeo.copy(image.oci_ref, f"docker://{registry.addr}/{repo}:again")
     verify_image(http, repo, "again", expect_digest=image.manifest_digest)
