@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Generator, Iterable, Mapping
 from urllib.parse import urlencode, urlsplit
 
-from registry.client.challenge import Challenge, parse_challenges
+from auth.challenge import Challenge, parse_www_authenticate
 from registry.client.credentials import ANONYMOUS, Credential
 from registry.client.errors import AuthError
 
@@ -96,6 +96,10 @@ def basic_header(cred: Credential) -> str:
     return "Basic " + base64.b64encode(f"{cred.username}:{cred.password}".encode()).decode()
 
 
+def _service(challenge: Challenge) -> str:
+    return challenge.params.get("service", "")
+
+
 @dataclass
 class _Token:
     value: str
@@ -136,7 +140,7 @@ class RegistryAuth:
         response = yield self._with_auth(request, header)
         if response.status != 401:
             return response
-        challenge = self._pick(parse_challenges(response.www_authenticate))
+        challenge = self._pick(parse_www_authenticate(response.www_authenticate))
         if challenge is None:
             return response
         self._challenges[host] = challenge
@@ -169,7 +173,7 @@ class RegistryAuth:
             return None if cred.empty or not cred.username else basic_header(cred)
         if challenge.scheme != "bearer" or not challenge.realm:
             return None
-        key = (challenge.realm, challenge.service or "", tuple(scopes))
+        key = (challenge.realm, _service(challenge) or "", tuple(scopes))
         cached = self._tokens.get(key)
         if use_cache and cached is not None and cached.expires_at > self._clock():
             return f"Bearer {cached.value}"
@@ -179,7 +183,7 @@ class RegistryAuth:
     def fetch_token(self, host: str, challenge: Challenge, scopes: list[str]) -> Generator[Request, Response, str]:
         """Get a bearer token for ``scopes`` from the challenge's realm (and cache it)."""
         realm = challenge.realm or ""
-        service = challenge.service or ""
+        service = _service(challenge) or ""
         cred = self.credential(host)
         refresh = cred.identity_token or self._refresh.get((realm, service), "")
         if refresh:
@@ -228,7 +232,7 @@ class RegistryAuth:
             return cred
         if ping.status != 401:
             raise AuthError(f"login to {host} failed: /v2/ answered HTTP {ping.status}")
-        challenge = self._pick(parse_challenges(ping.www_authenticate))
+        challenge = self._pick(parse_www_authenticate(ping.www_authenticate))
         if challenge is None:
             raise AuthError(f"login to {host} failed: the registry sent no usable WWW-Authenticate challenge")
         self._challenges[host] = challenge
@@ -243,8 +247,8 @@ class RegistryAuth:
             return cred
         form = {"grant_type": "password", "username": cred.username, "password": cred.password,
                 "client_id": CLIENT_ID, "access_type": "offline"}
-        if challenge.service:
-            form["service"] = challenge.service
+        if _service(challenge):
+            form["service"] = _service(challenge)
         answer = yield Request("POST", realm, {"Content-Type": "application/x-www-form-urlencoded"},
                                urlencode(form).encode(), is_token_request=True)
         if answer.status == 200:

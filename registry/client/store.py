@@ -319,8 +319,8 @@ class Store:
                 ename = (e.get("annotations") or {}).get(NAME_ANNOTATION)
                 if name and ename == name:
                     continue
-                if not name and not ename and e.get("digest") == str(descriptor.digest):
-                    continue
+                if not ename and e.get("digest") == str(descriptor.digest):
+                    continue  # a dangling entry of this image: the name replaces it
                 kept.append(e)
             kept.append(entry)
             self._write_index(kept)
