@@ -4,7 +4,7 @@
 policy file, trusted token keys, Berth's signing key, the failed-login limiter)
 and answers four questions: may this request proceed (:meth:`authorize`, which
 raises a :class:`~registry.errors.RegistryError` that carries its own
-``WWW-Authenticate`` header), who is the caller (``request[REQUEST_USER]``),
+``WWW-Authenticate`` header), who is the caller (``request[REQUEST_USER]``, set only for a named user),
 may the caller see a repository (:meth:`repo_visible`, for the catalog) and
 may the caller move an existing tag (:meth:`check_overwrite`).
 
@@ -59,7 +59,6 @@ log = logging.getLogger("berth.auth")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-IDENTITY = "berth.auth.identity"  # request key: the Identity of an authorized request
 TOKEN_PATH = "/auth/token"
 JWKS_PATH = "/auth/jwks"
 FREE_PATHS = frozenset({"/healthz", "/readyz", "/metrics", TOKEN_PATH, JWKS_PATH})
@@ -71,6 +70,9 @@ class Identity:
 
     user: str | None
     claims: TokenClaims | None = None
+
+
+IDENTITY: web.RequestKey[Identity] = web.RequestKey("berth.auth.identity", Identity)
 
 
 class AuthController:
@@ -209,7 +211,8 @@ class AuthController:
         else:
             identity = await self._authorize_basic(request, creds, needed)
         request[IDENTITY] = identity
-        request[REQUEST_USER] = identity.user
+        if identity.user is not None:
+            request[REQUEST_USER] = identity.user
         return identity
 
     @staticmethod
