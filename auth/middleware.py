@@ -64,6 +64,15 @@ JWKS_PATH = "/auth/jwks"
 FREE_PATHS = frozenset({"/healthz", "/readyz", "/metrics", TOKEN_PATH, JWKS_PATH})
 
 
+def credentials(request: web.Request) -> BasicCredentials | BearerToken | None:
+    """The request's credentials; Basic with an empty user and password (what containers/image
+    sends when it has none) counts as none."""
+    creds = parse_authorization(request.headers.getall("Authorization", []))
+    if isinstance(creds, BasicCredentials) and not creds.username and not creds.password:
+        return None
+    return creds
+
+
 @dataclass(frozen=True)
 class Identity:
     """Who made an authorized request: a user (None: anonymous) and, in token mode, the token's claims."""
@@ -203,7 +212,7 @@ class AuthController:
         """Let the request through (returning who made it) or raise the right error."""
         needed = required_access(request.method, request.path, request.query)
         try:
-            creds = parse_authorization(request.headers.getall("Authorization", []))
+            creds = credentials(request)
         except MalformedAuthorization as exc:
             raise self.malformed(request, exc) from None
         if self.token_mode:

@@ -21,9 +21,9 @@ from typing import Any
 from aiohttp import web
 
 from auth.access import Access, parse_scopes
-from auth.challenge import BasicCredentials, BearerToken, MalformedAuthorization, basic_challenge, parse_authorization
+from auth.challenge import BasicCredentials, BearerToken, MalformedAuthorization, basic_challenge
 from auth.config import TokenAuth
-from auth.middleware import CONTROLLER, JWKS_PATH, TOKEN_PATH, AuthController
+from auth.middleware import CONTROLLER, JWKS_PATH, TOKEN_PATH, AuthController, credentials
 from auth.tokens import TokenError, issue_refresh_token, issue_token, rfc3339
 from registry.errors import ErrorCode, RegistryError
 
@@ -83,7 +83,7 @@ async def get_token(request: web.Request) -> web.StreamResponse:
     query = request.query
     _check_service(token, query.get("service"))
     try:
-        creds = parse_authorization(request.headers.getall("Authorization", []))
+        creds = credentials(request)
     except MalformedAuthorization as exc:
         raise _bad_request(str(exc)) from None
     user: str | None = None

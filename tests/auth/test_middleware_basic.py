@@ -245,3 +245,15 @@ async def test_startup_fails_on_a_bad_policy(files: Path, aiohttp_client: Callab
     with pytest.raises(ValueError, match="fly"):
         await aiohttp_client(small_app(f"auth: {{htpasswd: {{path: {files / 'htpasswd'}}}, "
                                        f"policy: {{path: {files / 'policy.yml'}}}}}\n"))
+
+
+async def test_empty_basic_credentials_are_anonymous(make: Any, caplog: pytest.LogCaptureFixture) -> None:
+    # containers/image (skopeo, podman) sends "Basic Og==" when it has no credentials.
+    client = await make(extra="  loginlimit: {failures: 1, window: 1m}\n")
+    with caplog.at_level(logging.WARNING, "berth.auth"):
+        for _ in range(3):
+            resp = await client.get("/v2/public/a/tags/list", headers=basic("", ""))
+            assert resp.status == 200 and (await resp.json())["user"] is None
+        assert (await client.get("/v2/team/x/tags/list", headers=basic("", ""))).status == 401
+    assert "failed login" not in caplog.text
+    assert (await client.get("/v2/", headers=basic("", "something"))).status == 401

@@ -477,3 +477,11 @@ async def test_no_secret_in_any_log_line(make: Any, caplog: pytest.LogCaptureFix
             assert part not in text
     key_pem = (files / "keys" / "signing.pem").read_text()
     assert "PRIVATE KEY" not in text and key_pem.splitlines()[1] not in text
+
+
+async def test_empty_basic_credentials_get_an_anonymous_token(make: Any) -> None:
+    client = await make(extra="  loginlimit: {failures: 1, window: 1m}\n")
+    for _ in range(3):
+        resp = await get_token(client, "repository:public/a:pull", creds=("", ""))
+        assert resp.status == 200
+        assert jwt.decode((await resp.json())["token"], options={"verify_signature": False})["sub"] == ""

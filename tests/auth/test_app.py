@@ -1,0 +1,232 @@
+"""Auth on the full registry app (``registry.app.create_app``): real handlers, real storage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Sequence
+
+import pytest
+
+from registry.app import create_app
+from registry.appkeys import EVENTS
+from registry.config import parse_config
+from registry.events import Event
+from storage_backends import create_driver
+from tests.auth.conftest import basic, bearer, write_htpasswd
+
+POLICY = """
+groups: {devs: [alice], ci: [robot]}
+admins: [root]
+rules:
+  - repository: "public/**"
+    anonymous: [pull]
+  - repository: "team/**"
+    groups: {devs: ["*"]}
+  - repository: "releases/**"
+    groups: {ci: [pull, push]}
+    authenticated: [pull]
+    immutable: true
+"""
+SERVICE = "berth-registry"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+class Recorder:
+    """An event sink that keeps what it is given (to see the actor)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    async def publish(self, events: Sequence[Event]) -> None:
+        self.events.extend(events)
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    write_htpasswd(tmp_path / "htpasswd", {"alice": "wonderland", "robot": "beep", "root": "toor"})
+    (tmp_path / "policy.yml").write_text(POLICY)
+    return tmp_path
+
+
+@pytest.fixture
+async def driver() -> AsyncIterator[Any]:
+    drv = create_driver("inmemory")
+    yield drv
+    await drv.close()
+
+
+@pytest.fixture
+def make(files: Path, driver: Any, aiohttp_client: Callable[..., Any]) -> Callable[..., Any]:
+    async def make(mode: str = "token", policy: bool = True) -> Any:
+        if mode == "token":
+            auth = (f"auth:\n  token:\n    signingkey: {files / 'key.pem'}\n"
+                    f"    htpasswd: {files / 'htpasswd'}\n")
+        else:
+            auth = f"auth:\n  htpasswd:\n    realm: berth\n    path: {files / 'htpasswd'}\n"
+        if policy:
+            auth += f"  policy:\n    path: {files / 'policy.yml'}\n"
+        config = parse_config("version: 0.1\nhttp: {secret: test}\nstorage: {delete: {enabled: true}}\n" + auth,
+                              environ={})
+        app = create_app(config, driver=driver)
+        recorder = Recorder()
+        app[EVENTS] = recorder
+        client = await aiohttp_client(app)
+        client.recorder = recorder
+        return client
+
+    return make
+
+
+class Session:
+    """A client that does the token dance for the scopes it is told to use."""
+
+    def __init__(self, client: Any, user: tuple[str, str] | None, mode: str = "token") -> None:
+        self.client, self.user, self.mode = client, user, mode
+
+    async def headers(self, *scopes: str) -> dict[str, str]:
+        if self.mode == "basic":
+            return basic(*self.user) if self.user else {}
+        params = [("service", SERVICE)] + [("scope", s) for s in scopes]
+        resp = await self.client.get("/auth/token", params=params, headers=basic(*self.user) if self.user else None)
+        assert resp.status == 200, await resp.text()
+        return bearer((await resp.json())["token"])
+
+    async def push_blob(self, repo: str, data: bytes) -> Any:
+        h = await self.headers(f"repository:{repo}:pull,push")
+        return await self.client.post(f"/v2/{repo}/blobs/uploads/?digest={sha256(data)}", data=data, headers=h)
+
+    async def push_image(self, repo: str, tag: str, seed: bytes = b"") -> tuple[Any, str]:
+        config = json.dumps({"architecture": "amd64", "os": "linux", "seed": seed.hex()}).encode()
+        layer = os.urandom(500) + seed
+        for blob in (config, layer):
+            resp = await self.push_blob(repo, blob)
+            if resp.status != 201:
+                return resp, ""
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config),
+                       "size": len(config)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha256(layer),
+                        "size": len(layer)}]}).encode()
+        h = await self.headers(f"repository:{repo}:pull,push")
+        resp = await self.client.put(f"/v2/{repo}/manifests/{tag}", data=manifest,
+                                     headers={**h, "Content-Type": OCI_MANIFEST})
+        return resp, sha256(manifest)
+
+    async def put_manifest(self, repo: str, tag: str, digest: str) -> Any:
+        h = await self.headers(f"repository:{repo}:pull")
+        resp = await self.client.get(f"/v2/{repo}/manifests/{digest}", headers={**h, "Accept": OCI_MANIFEST})
+        assert resp.status == 200
+        body = await resp.read()
+        h = await self.headers(f"repository:{repo}:pull,push")
+        return await self.client.put(f"/v2/{repo}/manifests/{tag}", data=body,
+                                     headers={**h, "Content-Type": OCI_MANIFEST})
+
+    async def get(self, path: str, *scopes: str) -> Any:
+        return await self.client.get(path, headers=await self.headers(*scopes))
+
+
+@pytest.mark.parametrize("mode", ["token", "basic"])
+async def test_push_pull_and_actor(make: Any, mode: str) -> None:
+    client = await make(mode)
+    alice = Session(client, ("alice", "wonderland"), mode)
+    resp, digest = await alice.push_image("team/app", "v1")
+    assert resp.status == 201, await resp.text()
+    resp = await alice.get("/v2/team/app/manifests/v1", "repository:team/app:pull")
+    assert resp.status == 200 and resp.headers["Docker-Content-Digest"] == digest
+    actors = {e.actor for e in client.recorder.events}
+    assert actors == {"alice"}
+
+
+@pytest.mark.parametrize("mode", ["token", "basic"])
+async def test_others_are_kept_out(make: Any, mode: str) -> None:
+    client = await make(mode)
+    resp, _ = await Session(client, ("alice", "wonderland"), mode).push_image("team/app", "v1")
+    assert resp.status == 201
+    robot = Session(client, ("robot", "beep"), mode)
+    resp = await robot.get("/v2/team/app/manifests/v1", "repository:team/app:pull")
+    assert resp.status == (401 if mode == "token" else 403)
+    resp, _ = await robot.push_image("team/app", "v2")
+    assert resp.status == (401 if mode == "token" else 403)
+    anon = Session(client, None, mode)
+    assert (await anon.get("/v2/team/app/tags/list", "repository:team/app:pull")).status == 401
+
+
+async def test_anonymous_pull_of_public(make: Any) -> None:
+    client = await make()
+    resp, _ = await Session(client, ("root", "toor")).push_image("public/base", "latest")
+    assert resp.status == 201
+    anon = Session(client, None)
+    resp = await anon.get("/v2/public/base/manifests/latest", "repository:public/base:pull")
+    assert resp.status == 200
+    resp, _ = await anon.push_image("public/base", "evil")
+    assert resp.status == 401
+
+
+async def test_immutable_tags(make: Any) -> None:
+    client = await make()
+    robot = Session(client, ("robot", "beep"))
+    resp, first = await robot.push_image("releases/app", "1.0", b"one")
+    assert resp.status == 201
+    # Re-pushing the same manifest under the same tag is not an overwrite.
+    assert (await robot.put_manifest("releases/app", "1.0", first)).status == 201
+    resp, _ = await robot.push_image("releases/app", "1.0", b"two")
+    assert resp.status == 403
+    assert (await resp.json())["errors"][0]["code"] == "DENIED"
+    resp, _ = await robot.push_image("releases/app", "1.1", b"two")
+    assert resp.status == 201
+    # Admins are bound by immutability too.
+    resp, _ = await Session(client, ("root", "toor")).push_image("releases/app", "1.0", b"three")
+    assert resp.status == 403
+    resp = await robot.get("/v2/releases/app/manifests/1.0", "repository:releases/app:pull")
+    assert resp.headers["Docker-Content-Digest"] == first
+
+
+async def test_tags_move_freely_without_a_policy(make: Any) -> None:
+    client = await make(policy=False)
+    robot = Session(client, ("robot", "beep"))
+    assert (await robot.push_image("any/app", "1.0", b"one"))[0].status == 201
+    assert (await robot.push_image("any/app", "1.0", b"two"))[0].status == 201
+
+
+async def test_catalog_is_filtered(make: Any) -> None:
+    client = await make()
+    root = Session(client, ("root", "toor"))
+    for repo in ("public/base", "team/app", "releases/app", "hidden/thing"):
+        assert (await root.push_image(repo, "v1"))[0].status == 201
+    resp = await root.get("/v2/_catalog", "registry:catalog:*")
+    assert (await resp.json())["repositories"] == ["hidden/thing", "public/base", "releases/app", "team/app"]
+    resp = await Session(client, ("robot", "beep")).get("/v2/_catalog", "registry:catalog:*")
+    assert (await resp.json())["repositories"] == ["public/base", "releases/app"]
+    resp = await Session(client, None).get("/v2/_catalog", "registry:catalog:*")
+    assert (await resp.json())["repositories"] == ["public/base"]
+    resp = await Session(client, ("alice", "wonderland")).get("/v2/_catalog?n=1", "registry:catalog:*")
+    assert (await resp.json())["repositories"] == ["public/base"]
+
+
+async def test_cross_repository_mount_needs_pull_on_the_source(make: Any) -> None:
+    client = await make()
+    root, alice = Session(client, ("root", "toor")), Session(client, ("alice", "wonderland"))
+    secret = os.urandom(300)
+    assert (await root.push_blob("hidden/thing", secret)).status == 201
+    url = f"/v2/team/app/blobs/uploads/?mount={sha256(secret)}&from=hidden/thing"
+    h = await alice.headers("repository:team/app:pull,push", "repository:hidden/thing:pull")
+    resp = await client.post(url, headers=h)
+    assert resp.status == 401
+    assert "repository:hidden/thing:pull" in resp.headers["WWW-Authenticate"]
+    resp = await client.post(url, headers=await root.headers("repository:team/app:push",
+                                                             "repository:hidden/thing:pull"))
+    assert resp.status == 201
+
+
+async def test_health_is_free(make: Any) -> None:
+    client = await make()
+    resp = await client.get("/healthz")
+    assert resp.status != 401
