@@ -26,6 +26,7 @@ ALL = "*"
 CATALOG = "catalog"
 REPOSITORY_ACTIONS = (PULL, PUSH, DELETE, OVERWRITE)
 MAX_SCOPE_LENGTH = 1024
+MAX_SCOPES = 100  # per token request; a push needs a handful (target plus mount sources)
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -101,14 +102,17 @@ def parse_scope(scope: str) -> Access | None:
 
 
 def parse_scopes(values: Iterable[str]) -> list[Access]:
-    """Parse scope parameters (each may hold several space-separated scopes), merged; bad ones dropped."""
+    """Parse scope parameters (each may hold several space-separated scopes), merged; bad ones dropped.
+
+    At most :data:`MAX_SCOPES` resources are kept (the rest are ignored, never an error).
+    """
     parsed: list[Access] = []
     for value in values:
         for part in value.split():
             access = parse_scope(part)
             if access is not None:
                 parsed.append(access)
-    return merge(parsed)
+    return merge(parsed)[:MAX_SCOPES]
 
 
 def is_grantable(access: Access) -> bool:

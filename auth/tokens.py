@@ -45,6 +45,7 @@ PrivateKey = Union[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, ed25519.Ed2551
 
 LEEWAY = 60.0
 MAX_CHAIN_LENGTH = 8
+VERIFIED_CACHE_SIZE = 4096
 REFRESH_AUDIENCE_PREFIX = "berth-refresh:"
 _EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
 
@@ -368,10 +369,29 @@ class TokenVerifier:
         self.audience = audience
         self.algorithms = frozenset(a for a in algorithms if a in SUPPORTED_ALGORITHMS)
         self.leeway = leeway
+        self._verified: dict[bytes, TokenClaims] = {}
 
     def verify(self, token: str, now: float | None = None) -> TokenClaims:
-        """The claims of a valid token; raises :class:`TokenError` otherwise."""
+        """The claims of a valid token; raises :class:`TokenError` otherwise.
+
+        Tokens that verified are remembered (by SHA-256 of the exact token text) until they
+        expire, so a client reusing its token pays the signature check once.
+        """
         moment = time.time() if now is None else now
+        cache_key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        hit = self._verified.get(cache_key)
+        if hit is not None:
+            if moment > hit.expires_at + self.leeway:
+                del self._verified[cache_key]
+                raise TokenError("token has expired")
+            return hit
+        claims = self._verify(token, moment)
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[cache_key] = claims
+        return claims
+
+    def _verify(self, token: str, moment: float) -> TokenClaims:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:

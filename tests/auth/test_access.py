@@ -94,6 +94,11 @@ def test_parse_scopes_merges_repeats_and_splits_spaces() -> None:
     assert [a.scope for a in got] == ["repository:a:pull,push", "repository:b:pull"]
 
 
+def test_parse_scopes_is_bounded() -> None:
+    got = parse_scopes([f"repository:r{i}:pull" for i in range(500)])
+    assert len(got) == 100 and got[-1].name == "r99"
+
+
 def test_merge_keeps_first_seen_order() -> None:
     got = merge([Access("repository", "b", ("pull",)), Access("repository", "a", ("push",)),
                  Access("repository", "b", ("delete",))])

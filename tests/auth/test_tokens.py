@@ -468,3 +468,29 @@ def test_refresh_and_access_tokens_are_not_interchangeable() -> None:
         access_v.verify(refresh)
     with pytest.raises(TokenError, match="another service"):
         refresh_v.verify(access)
+
+
+def test_verified_tokens_are_remembered_until_they_expire() -> None:
+    key = ec_key()
+    kid = libtrust_key_id(key.public_key())
+    v = verifier_for(key)
+    now = time.time()
+    token = sign(key, claims(exp=int(now) + 10), kid=kid)
+    first = v.verify(token, now=now)
+    assert v.verify(token, now=now) is first
+    with pytest.raises(TokenError, match="expired"):
+        v.verify(token, now=now + 10 + LEEWAY + 1)
+    with pytest.raises(TokenError, match="expired"):
+        v.verify(token, now=now + 10 + LEEWAY + 1)
+
+
+def test_a_cached_token_does_not_excuse_a_tampered_twin() -> None:
+    key = ec_key()
+    kid = libtrust_key_id(key.public_key())
+    v = verifier_for(key)
+    token = sign(key, claims(), kid=kid)
+    v.verify(token)
+    head, _, sig = token.split(".")
+    evil = b64url(json.dumps(claims(access=[{"type": "repository", "name": "b", "actions": ["*"]}])).encode())
+    with pytest.raises(TokenError):
+        v.verify(f"{head}.{evil}.{sig}")
