@@ -18,7 +18,9 @@ import sys
 import traceback
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
-from registry.client import archive, pull as pull_mod, push as push_mod, remote
+from registry.client import archive, remote
+from registry.client.pull import DEFAULT_PULL_CONCURRENCY, pull as pull_image
+from registry.client.push import DEFAULT_CHUNK_SIZE, DEFAULT_PUSH_CONCURRENCY, push as push_image
 from registry.client.authflow import RegistryAuth
 from registry.client.credentials import Credential, DockerConfig
 from registry.client.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, ClientError, NotFound, UsageError
@@ -139,7 +141,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     store = _store()
     reporter = make_reporter(args.quiet)
     try:
-        result = _run(lambda c: pull_mod.pull(c, store, ref, platform=_platform(args), all_platforms=args.all_platforms,
+        result = _run(lambda c: pull_image(c, store, ref, platform=_platform(args), all_platforms=args.all_platforms,
                                               concurrency=args.concurrency, reporter=reporter), args)
     finally:
         reporter.close()
@@ -158,7 +160,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     image = store.get(args.ref)
     reporter = make_reporter(args.quiet)
     try:
-        result = _run(lambda c: push_mod.push(c, store, image, ref, concurrency=args.concurrency,
+        result = _run(lambda c: push_image(c, store, image, ref, concurrency=args.concurrency,
                                               chunk_size=args.chunk_size, reporter=reporter), args)
     finally:
         reporter.close()
@@ -410,15 +412,15 @@ def add_client_commands(subparsers: Any) -> None:
     p.add_argument("ref")
     p.add_argument("--platform", help="os/arch[/variant] to pick from an index (default: this machine's)")
     p.add_argument("--all-platforms", action="store_true", help="keep the whole index with every platform")
-    p.add_argument("-j", "--concurrency", type=int, default=pull_mod.DEFAULT_PULL_CONCURRENCY, help="parallel downloads")
+    p.add_argument("-j", "--concurrency", type=int, default=DEFAULT_PULL_CONCURRENCY, help="parallel downloads")
     p.add_argument("-q", "--quiet", action="store_true")
     _network(p)
     p.set_defaults(client_func=_wrap(cmd_pull))
 
     p = subparsers.add_parser("push", help="push an image from the local store")
     p.add_argument("ref")
-    p.add_argument("-j", "--concurrency", type=int, default=push_mod.DEFAULT_PUSH_CONCURRENCY, help="parallel uploads")
-    p.add_argument("--chunk-size", type=_size, default=push_mod.DEFAULT_CHUNK_SIZE,
+    p.add_argument("-j", "--concurrency", type=int, default=DEFAULT_PUSH_CONCURRENCY, help="parallel uploads")
+    p.add_argument("--chunk-size", type=_size, default=DEFAULT_CHUNK_SIZE,
                    help="upload blobs larger than this in chunks of this size (default 64M)")
     p.add_argument("-q", "--quiet", action="store_true")
     _network(p)
@@ -468,8 +470,8 @@ def add_client_commands(subparsers: Any) -> None:
     p.add_argument("target")
     p.add_argument("--all-platforms", action="store_true", help="copy a whole index")
     p.add_argument("--platform", help="platform to pick from an index (default: this machine's)")
-    p.add_argument("-j", "--concurrency", type=int, default=push_mod.DEFAULT_PUSH_CONCURRENCY)
-    p.add_argument("--chunk-size", type=_size, default=push_mod.DEFAULT_CHUNK_SIZE)
+    p.add_argument("-j", "--concurrency", type=int, default=DEFAULT_PUSH_CONCURRENCY)
+    p.add_argument("--chunk-size", type=_size, default=DEFAULT_CHUNK_SIZE)
     p.add_argument("-q", "--quiet", action="store_true")
     _network(p)
     p.set_defaults(client_func=_wrap(cmd_copy))

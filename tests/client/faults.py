@@ -77,6 +77,8 @@ class FaultProxy:
                     return response
                 await response.write(chunk)
                 sent += len(chunk)
+                if cut_at is not None:
+                    await asyncio.sleep(0.005)  # let the client consume what it got before the cut
             await response.write_eof()
             return response
 
