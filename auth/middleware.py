@@ -89,7 +89,7 @@ class AuthController:
 
     def __init__(self, config: "Config", *, check_interval: float = DEFAULT_CHECK_INTERVAL) -> None:
         auth = config.auth
-        self.config = auth
+        self.config = auth  # the ``auth`` section
         self.http_host = config.http.host.rstrip("/")
         self.free_paths = set(FREE_PATHS) | {config.http.debug.prometheus.path}
         self.limiter = LoginLimiter(auth.loginlimit.failures, auth.loginlimit.window)
@@ -125,6 +125,9 @@ class AuthController:
             trusted = await asyncio.to_thread(TrustedKeys.from_files, token.rootcertbundle, token.jwks)
             if token.builtin:
                 self.signing_key = await asyncio.to_thread(load_or_create_signing_key, token.signingkey)
+                if self.signing_key.algorithm not in token.algorithms:
+                    raise ValueError(f"auth.token.signingkey signs {self.signing_key.algorithm}, which "
+                                     f"auth.token.signingalgorithms does not accept")
                 trusted.add_key(self.signing_key.public_key, self.signing_key.kid)
                 own = TrustedKeys()
                 own.add_key(self.signing_key.public_key, self.signing_key.kid)

@@ -230,3 +230,27 @@ async def test_health_is_free(make: Any) -> None:
     client = await make()
     resp = await client.get("/healthz")
     assert resp.status != 401
+
+
+async def test_docker_login_flow_on_the_full_app(make: Any) -> None:
+    client = await make()
+    resp = await client.get("/v2/")
+    assert resp.status == 401
+    assert resp.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+    assert resp.headers["WWW-Authenticate"].startswith('Bearer realm="http://127.0.0.1:')
+    resp = await client.get("/auth/token", params={"account": "alice", "client_id": "docker",
+                                                   "offline_token": "true", "service": SERVICE},
+                            headers=basic("alice", "wonderland"))
+    body = await resp.json()
+    assert (await client.get("/v2/", headers=bearer(body["token"]))).status == 200
+    resp = await client.post("/auth/token", data={"grant_type": "refresh_token", "client_id": "docker",
+                                                  "refresh_token": body["refresh_token"], "service": SERVICE,
+                                                  "scope": "repository:team/app:pull,push"})
+    assert resp.status == 200 and (await resp.json())["scope"] == "repository:team/app:pull,push"
+
+
+async def test_head_challenge_has_no_body(make: Any) -> None:
+    client = await make()
+    resp = await client.head("/v2/team/app/manifests/latest")
+    assert resp.status == 401 and "scope=\"repository:team/app:pull\"" in resp.headers["WWW-Authenticate"]
+    assert await resp.read() == b""

@@ -485,3 +485,11 @@ async def test_empty_basic_credentials_get_an_anonymous_token(make: Any) -> None
         resp = await get_token(client, "repository:public/a:pull", creds=("", ""))
         assert resp.status == 200
         assert jwt.decode((await resp.json())["token"], options={"verify_signature": False})["sub"] == ""
+
+
+async def test_startup_refuses_a_key_the_pinned_algorithms_reject(files: Path,
+                                                                  aiohttp_client: Callable[..., Any]) -> None:
+    text = (f"auth:\n  token:\n    signingkey: {files / 'k.pem'}\n    htpasswd: {files / 'htpasswd'}\n"
+            "    signingalgorithms: [RS256]\n")
+    with pytest.raises(ValueError, match="ES256"):
+        await aiohttp_client(small_app(text))
