@@ -33,10 +33,9 @@ import json
 import os
 import re
 import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from registry import mediatypes as mt
 from registry.client.errors import ClientError, DigestMismatch, NotFound, UsageError
