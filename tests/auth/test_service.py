@@ -493,3 +493,23 @@ async def test_startup_refuses_a_key_the_pinned_algorithms_reject(files: Path,
             "    signingalgorithms: [RS256]\n")
     with pytest.raises(ValueError, match="ES256"):
         await aiohttp_client(small_app(text))
+
+
+@pytest.mark.parametrize("extra,realm", [
+    ("http: {host: 'https://registry.example/'}\n", "https://registry.example/auth/token"),
+    ("", "http://{host}/auth/token"),
+])
+async def test_default_realm(files: Path, aiohttp_client: Callable[..., Any], extra: str, realm: str) -> None:
+    client = await aiohttp_client(small_app(
+        extra + f"auth:\n  token:\n    signingkey: {files / 'k.pem'}\n    htpasswd: {files / 'htpasswd'}\n"))
+    resp = await client.get("/v2/")
+    (c,) = parse_www_authenticate(resp.headers["WWW-Authenticate"])
+    assert c.realm == realm.format(host=f"127.0.0.1:{client.port}")
+
+
+async def test_autoredirect_realm(files: Path, aiohttp_client: Callable[..., Any]) -> None:
+    client = await aiohttp_client(small_app(
+        f"auth:\n  token:\n    signingkey: {files / 'k.pem'}\n    realm: https://elsewhere/t\n"
+        "    autoredirect: true\n"))
+    resp = await client.get("/v2/", headers={"Host": "reg.example:5000"})
+    assert parse_www_authenticate(resp.headers["WWW-Authenticate"])[0].realm == "http://reg.example:5000/auth/token"
