@@ -25,6 +25,7 @@ from auth.challenge import BasicCredentials, BearerToken, MalformedAuthorization
 from auth.config import TokenAuth
 from auth.middleware import CONTROLLER, JWKS_PATH, TOKEN_PATH, AuthController, credentials
 from auth.tokens import TokenError, issue_refresh_token, issue_token, rfc3339
+from registry.appkeys import REQUEST_USER
 from registry.errors import ErrorCode, RegistryError
 
 log = logging.getLogger("berth.auth")
@@ -53,8 +54,10 @@ def _bad_credentials(controller: AuthController, request: web.Request) -> Regist
                          headers={"WWW-Authenticate": basic_challenge(controller.realm(request))})
 
 
-async def _issue(controller: AuthController, user: str | None, scopes: list[Access], *, offline: bool,
-                 client_id: str, oauth: bool) -> dict[str, Any]:
+async def _issue(request: web.Request, controller: AuthController, user: str | None, scopes: list[Access], *,
+                 offline: bool, client_id: str, oauth: bool) -> dict[str, Any]:
+    if user is not None:
+        request[REQUEST_USER] = user  # for the access log
     token = _settings(controller)
     assert controller.signing_key is not None
     granted = (await controller.policy()).grant(user, scopes)
@@ -96,7 +99,7 @@ async def get_token(request: web.Request) -> web.StreamResponse:
     account = query.get("account")
     if account and user is not None and account != user:
         raise _bad_request("account does not match the credentials")
-    body = await _issue(controller, user, parse_scopes(query.getall("scope", [])),
+    body = await _issue(request, controller, user, parse_scopes(query.getall("scope", [])),
                         offline=query.get("offline_token", "").lower() == "true",
                         client_id=query.get("client_id", ""), oauth=False)
     return web.json_response(body, headers=NO_STORE)
@@ -130,7 +133,7 @@ async def post_token(request: web.Request) -> web.StreamResponse:
         user = await _refresh_user(controller, request, field("refresh_token"))
     else:
         raise _bad_request("grant_type must be password or refresh_token")
-    body = await _issue(controller, user, scopes, offline=offline, client_id=client_id, oauth=True)
+    body = await _issue(request, controller, user, scopes, offline=offline, client_id=client_id, oauth=True)
     return web.json_response(body, headers=NO_STORE)
 
 

@@ -513,3 +513,22 @@ async def test_autoredirect_realm(files: Path, aiohttp_client: Callable[..., Any
         "    autoredirect: true\n"))
     resp = await client.get("/v2/", headers={"Host": "reg.example:5000"})
     assert parse_www_authenticate(resp.headers["WWW-Authenticate"])[0].realm == "http://reg.example:5000/auth/token"
+
+
+async def test_token_requests_name_the_user_for_the_access_log(files: Path,
+                                                                aiohttp_client: Callable[..., Any]) -> None:
+    from aiohttp import web
+
+    from registry.appkeys import REQUEST_USER
+
+    seen: list[str | None] = []
+
+    async def record(request: web.Request, response: web.StreamResponse) -> None:
+        seen.append(request.get(REQUEST_USER))
+
+    app = small_app(f"auth:\n  token:\n    signingkey: {files / 'k.pem'}\n    htpasswd: {files / 'htpasswd'}\n")
+    app.on_response_prepare.append(record)
+    client = await aiohttp_client(app)
+    await get_token(client, creds=ALICE)
+    await get_token(client)
+    assert seen == ["alice", None]
