@@ -1,7 +1,7 @@
 """The registry HTTP client: one aiohttp session, the auth flow, the Distribution API calls.
 
 Owns talking to registries: choosing the scheme (plain HTTP for ``localhost``,
-``127.0.0.1`` and ``[::1]`` as docker does; HTTPS with system CAs plus
+``127.0.0.1`` and ``[::1]`` as docker does, unless ``--ca-file`` is given; HTTPS with system CAs plus
 ``--ca-file`` and ``/etc/docker/certs.d/<host>/ca.crt`` otherwise; ``--insecure``
 skips verification and falls back to HTTP), driving
 :meth:`~registry.client.authflow.RegistryAuth.flow` for every request, and
@@ -118,7 +118,8 @@ class RegistryClient:
         """``scheme://host`` for a registry host."""
         scheme = self._schemes.get(host)
         if scheme is None:
-            scheme = "http" if is_plain_http_host(host) else "https"
+            # Loopback registries are plain HTTP (as for docker) unless a CA file says they serve TLS.
+            scheme = "http" if is_plain_http_host(host) and not self.options.ca_file else "https"
         return f"{scheme}://{host}"
 
     def _ssl_for(self, host: str) -> ssl.SSLContext | bool:
