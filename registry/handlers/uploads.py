@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from registry.appkeys import REGISTRY, UPLOAD_STATE
+from registry.appkeys import REGISTRY, REPO_VISIBLE, UPLOAD_STATE
 from registry.errors import ErrorCode, RegistryError
 from registry.handlers.common import body_chunks, content_length, emit, registry_of, url_for
 from registry.routes import Route
@@ -83,6 +83,10 @@ async def start_upload(request: web.Request, route: Route) -> web.StreamResponse
         if source is not None:
             check_name(source)
             info = await registry.mount_blob(name, source, digest)
+        elif REPO_VISIBLE in request.app:
+            # With access control, a digest alone must not reveal blobs of repositories the
+            # caller may not pull: automatic mount is off, the client uploads normally.
+            info = None
         else:
             info = await registry.blob_exists_anywhere(digest)
             if info is not None:

@@ -254,3 +254,17 @@ async def test_head_challenge_has_no_body(make: Any) -> None:
     resp = await client.head("/v2/team/app/manifests/latest")
     assert resp.status == 401 and "scope=\"repository:team/app:pull\"" in resp.headers["WWW-Authenticate"]
     assert await resp.read() == b""
+
+
+async def test_automatic_mount_is_off_under_access_control(make: Any) -> None:
+    """A digest alone must not copy a blob out of a repository the caller may not pull."""
+    client = await make("token")
+    root = Session(client, ("root", "toor"))
+    secret = os.urandom(256)
+    assert (await root.push_blob("releases/secret", secret)).status == 201
+    alice = Session(client, ("alice", "wonderland"))
+    h = await alice.headers("repository:team/steal:pull,push")
+    resp = await client.post(f"/v2/team/steal/blobs/uploads/?mount={sha256(secret)}", headers=h)
+    assert resp.status == 202  # a normal upload, not a mount
+    resp = await client.head(f"/v2/team/steal/blobs/{sha256(secret)}", headers=h)
+    assert resp.status == 404
