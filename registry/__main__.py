@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the registry server")
     serve.add_argument("--config", "-c", help="config file (Distribution's config.yml shape)")
     serve.set_defaults(func=_cmd_serve)
+
+    from registry.maintenance.cli import add_commands as add_maintenance_commands
+
+    add_maintenance_commands(sub)  # gc, du
     return parser
 
 

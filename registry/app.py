@@ -67,6 +67,10 @@ async def _purge_loop(app: web.Application) -> None:
 def _storage_ctx(config: Config, driver: StorageDriver | None):  # type: ignore[no-untyped-def]
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         store = driver or open_driver(config)
+        if config.http.debug.prometheus.enabled:
+            from storage_backends.instrumented import InstrumentedDriver
+
+            store = InstrumentedDriver(store)
         app[STORAGE] = store
         app[REGISTRY] = Registry(store, delete_enabled=config.storage.delete.enabled,
                                  max_manifest_size=config.http.maxmanifestsize)
@@ -103,5 +107,6 @@ def create_app(config: Config, *, driver: StorageDriver | None = None) -> web.Ap
 def _subsystems() -> list[Callable[[web.Application, Config], None]]:
     """Each subsystem's ``setup(app, config)``: adds its routes, middlewares and resources."""
     import auth
+    from registry import maintenance, observability
 
-    return [auth.setup]
+    return [auth.setup, observability.setup, maintenance.setup]

@@ -217,6 +217,7 @@ class GCConfig:
     interval: Duration = Duration(0.0)
     deleteuntagged: bool = False
     graceperiod: Duration = Duration(3600.0)
+    quarantine: Duration = Duration(30.0)  # doomed blobs wait this long in the trash while racing pushes show up
 
 
 @dataclass(frozen=True)

@@ -1,33 +1,69 @@
-"""Running the server: listen address, TLS, limits, graceful shutdown."""
+"""Running the server: listeners, TLS, limits, timeouts and graceful shutdown.
+
+:func:`serve` runs until SIGTERM or SIGINT, then drains:
+
+1. ``/readyz`` turns 503 and the listening sockets close (no new connections);
+   idle keep-alive connections are closed;
+2. requests in flight — uploads included — get ``http.draintimeout`` seconds to
+   finish; whatever is left is then cancelled (a cut upload can be resumed:
+   its bytes so far are kept);
+3. the apps' cleanup runs: the webhook outbox is flushed (within
+   ``notifications.draintimeout``), background tasks stop, storage closes;
+4. :func:`serve` returns and ``berth serve`` exits 0. A second signal stops
+   waiting for requests in flight.
+
+Limits: request line and each header field up to ``http.maxheadersize``;
+request bodies outside uploads up to ``http.maxmanifestsize`` (413 above).
+Timeouts: a connection that sends nothing for ``http.idletimeout`` seconds —
+before a request, between requests, or in the middle of a request body that
+has stopped moving — is closed; a slow upload that keeps moving is never cut.
+
+With ``http.debug.addr`` set, a second listener serves only the probes and
+(when enabled) the metrics endpoint.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import ssl
+from typing import Callable
 
 from aiohttp import web
 
+from registry import observability
 from registry.app import create_app
 from registry.config import Config
 
 log = logging.getLogger("berth.server")
 
+TLS_VERSIONS = {
+    "tls1.0": ssl.TLSVersion.TLSv1,
+    "tls1.1": ssl.TLSVersion.TLSv1_1,
+    "tls1.2": ssl.TLSVersion.TLSv1_2,
+    "tls1.3": ssl.TLSVersion.TLSv1_3,
+}
+
 
 def split_addr(addr: str) -> tuple[str, int]:
-    """``host:port`` / ``:port`` -> (host, port); an empty host means every interface."""
+    """``host:port`` / ``:port`` / ``[v6]:port`` -> (host, port); an empty host means every interface."""
     host, _, port = addr.rpartition(":")
     host = host.strip("[]")
     return host or "0.0.0.0", int(port)
 
 
 def ssl_context(config: Config) -> ssl.SSLContext | None:
+    """The server TLS context from ``http.tls`` (None: plain HTTP)."""
     tls = config.http.tls
     if tls is None or not tls.certificate:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(tls.certificate, tls.key)
+    minimum = (tls.minimumtls or "tls1.2").lower()
+    if minimum not in TLS_VERSIONS:
+        raise ValueError(f"http.tls.minimumtls: expected one of {', '.join(TLS_VERSIONS)}, got {tls.minimumtls!r}")
+    ctx.minimum_version = max(TLS_VERSIONS[minimum], ssl.TLSVersion.TLSv1_2)
+    ctx.load_cert_chain(tls.certificate, tls.key or None)
     if tls.clientcas:
         ctx.verify_mode = ssl.CERT_REQUIRED
         for ca in tls.clientcas:
@@ -35,25 +71,97 @@ def ssl_context(config: Config) -> ssl.SSLContext | None:
     return ctx
 
 
-def serve(config: Config) -> None:
-    """Serve until SIGINT/SIGTERM; in-flight requests get ``http.draintimeout`` to finish."""
+def _site(runner: web.AppRunner, config: Config, addr: str, tls: ssl.SSLContext | None) -> web.BaseSite:
+    if config.http.net == "unix":
+        return web.UnixSite(runner, addr, ssl_context=tls)
+    host, port = split_addr(addr)
+    return web.TCPSite(runner, host, port, ssl_context=tls, backlog=1024)
+
+
+class Server:
+    """The registry's listeners and their lifecycle (usable in-process, e.g. by tests)."""
+
+    def __init__(self, config: Config, app: web.Application | None = None) -> None:
+        self.config = config
+        self.app = app if app is not None else create_app(config)
+        self.runner: web.AppRunner | None = None
+        self.debug_runner: web.AppRunner | None = None
+        self.addresses: list[str] = []
+
+    async def start(self) -> None:
+        """Open the storage and every subsystem, then start listening."""
+        http = self.config.http
+        self.runner = web.AppRunner(
+            self.app,
+            handle_signals=False,
+            shutdown_timeout=float(http.draintimeout),
+            keepalive_timeout=float(http.idletimeout),
+            max_line_size=int(http.maxheadersize),
+            max_field_size=int(http.maxheadersize),
+            **observability.server_kwargs(),
+        )
+        await self.runner.setup()
+        site = _site(self.runner, self.config, http.addr, ssl_context(self.config))
+        await site.start()
+        self.addresses.append(site.name)
+        if http.debug.addr:
+            self.debug_runner = web.AppRunner(observability.debug_app(self.app, self.config), handle_signals=False,
+                                              shutdown_timeout=1.0, access_log=None)
+            await self.debug_runner.setup()
+            debug_site = web.TCPSite(self.debug_runner, *split_addr(http.debug.addr))
+            await debug_site.start()
+            self.addresses.append(debug_site.name)
+        log.info("listening on %s", ", ".join(self.addresses))
+
+    async def stop(self) -> None:
+        """Drain (see the module docstring) and release everything."""
+        observability.mark_draining(self.app)
+        log.info("shutting down: draining requests in flight for up to %.0fs", float(self.config.http.draintimeout))
+        if self.debug_runner is not None:
+            await self.debug_runner.cleanup()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        log.info("stopped")
+
+    def hurry(self) -> None:
+        """Stop waiting for requests in flight (a second signal)."""
+        server = self.runner.server if self.runner is not None else None
+        if server is not None:
+            log.warning("second signal: cancelling requests in flight")
+            asyncio.get_running_loop().create_task(server.shutdown(0))
+
+
+async def run(config: Config, stop: asyncio.Event | None = None,
+              started: Callable[[Server], None] | None = None) -> None:
+    """Serve until ``stop`` is set or SIGTERM/SIGINT arrives; then drain and return."""
+    server = Server(config)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+
+    def on_signal() -> None:
+        if stop.is_set():
+            server.hurry()
+        else:
+            log.info("signal received")
+            stop.set()
+
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal)
     try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        uvloop = None
-    if uvloop is not None:
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    app = create_app(config)
-    host, port = split_addr(config.http.addr)
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        ssl_context=ssl_context(config),
-        shutdown_timeout=config.http.draintimeout,
-        keepalive_timeout=config.http.idletimeout,
-        access_log=None,
-        max_field_size=int(config.http.maxheadersize),
-        max_line_size=int(config.http.maxheadersize),
-        print=lambda msg: log.info("listening on %s:%d", host, port),
-    )
+        try:
+            await server.start()
+            if started is not None:
+                started(server)
+            await stop.wait()
+        finally:
+            await server.stop()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+def serve(config: Config) -> None:
+    """``berth serve``: configure logging, serve until a signal, drain, return (exit 0)."""
+    observability.configure_logging(config)
+    asyncio.run(run(config))

@@ -1,0 +1,132 @@
+"""``berth gc`` and ``berth du``: parse arguments, run the library call on the configured storage, print.
+
+Both commands open the storage the config names (as the server would) and can
+run next to live servers on the same storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any, Awaitable, Callable, TypeVar
+
+from registry.config import Config, Duration, load_config
+from registry.maintenance.du import Usage, disk_usage, human
+from registry.maintenance.gc import GCError, GCOptions, GCReport, collect_garbage
+from storage_backends import StorageDriver, StorageError
+
+T = TypeVar("T")
+
+
+def _duration(text: str) -> float:
+    try:
+        return float(Duration.parse(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _with_driver(config: Config, fn: Callable[[StorageDriver], Awaitable[T]]) -> T:
+    from registry.app import open_driver
+
+    async def run() -> T:
+        driver = open_driver(config)
+        try:
+            return await fn(driver)
+        finally:
+            await driver.close()
+
+    return asyncio.run(run())
+
+
+def _setup_logging(config: Config) -> None:
+    from registry.observability import configure_logging
+
+    configure_logging(config)
+
+
+def print_gc_report(report: GCReport, out: Any = sys.stdout) -> None:
+    """The human-readable report: every blob and manifest (to be) deleted, then a summary."""
+    verb = "would delete" if report.dry_run else "deleted"
+    for repo, digest in sorted(report.manifests):
+        print(f"{verb} manifest {repo}@{digest}", file=out)
+    for digest, size in sorted(report.blobs.items()):
+        print(f"{verb} blob {digest} ({size} bytes)", file=out)
+    for digest in report.rescued:
+        print(f"kept blob {digest}: a push referenced it during the run", file=out)
+    print(f"{len(report.blobs)} blobs, {report.bytes_freed} bytes ({human(report.bytes_freed)}) {verb}; "
+          f"{len(report.manifests)} untagged manifests {verb}; {len(report.layer_links)} layer links {verb}; "
+          f"{report.blobs_marked} of {report.blobs_scanned} blobs in use; {report.kept_young} unreferenced blobs "
+          f"kept for the grace period", file=out)
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """``berth gc``."""
+    config = load_config(args.config)
+    _setup_logging(config)
+    options = GCOptions.from_config(
+        config.gc,
+        dry_run=args.dry_run,
+        delete_untagged=True if args.delete_untagged else None,
+        grace_period=args.grace_period,
+        quarantine=args.quarantine,
+    )
+    try:
+        report = _with_driver(config, lambda d: collect_garbage(d, options))
+    except (GCError, StorageError) as exc:
+        print(f"berth gc: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print_gc_report(report)
+    return 0
+
+
+def print_usage(usage: Usage, out: Any = sys.stdout) -> None:
+    """A table: repository, manifests, tags, blobs, bytes, exclusive bytes; then totals."""
+    rows = [("REPOSITORY", "MANIFESTS", "TAGS", "BLOBS", "SIZE", "EXCLUSIVE")]
+    for r in usage.repositories:
+        rows.append((r.name, str(r.manifests), str(r.tags), str(r.blobs), human(r.bytes), human(r.exclusive_bytes)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))),
+              file=out)
+    print(f"total: {usage.blobs} blobs, {human(usage.bytes)} ({usage.bytes} bytes); unreferenced: "
+          f"{usage.unreferenced_blobs} blobs, {human(usage.unreferenced_bytes)}", file=out)
+
+
+def cmd_du(args: argparse.Namespace) -> int:
+    """``berth du``."""
+    config = load_config(args.config)
+    _setup_logging(config)
+    try:
+        usage = _with_driver(config, disk_usage)
+    except StorageError as exc:
+        print(f"berth du: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(usage.to_json(), indent=2))
+    else:
+        print_usage(usage)
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``gc`` and ``du`` to the ``berth`` command's sub-parsers."""
+    gc = sub.add_parser("gc", help="delete blobs (and, optionally, untagged manifests) nothing references")
+    gc.add_argument("--config", "-c", required=True, help="the registry's config file")
+    gc.add_argument("--dry-run", "-d", action="store_true", help="list what would be deleted; delete nothing")
+    gc.add_argument("--delete-untagged", "-m", action="store_true",
+                    help="also delete manifests no tag and no index references (default: gc.deleteuntagged)")
+    gc.add_argument("--grace-period", type=_duration, default=None, metavar="DURATION",
+                    help="keep anything younger than this, e.g. 1h (default: gc.graceperiod)")
+    gc.add_argument("--quarantine", type=_duration, default=None, metavar="DURATION",
+                    help="how long doomed blobs wait while racing pushes are detected (default: gc.quarantine)")
+    gc.add_argument("--json", action="store_true", help="print the report as JSON")
+    gc.set_defaults(func=cmd_gc)
+    du = sub.add_parser("du", help="storage used per repository")
+    du.add_argument("--config", "-c", required=True, help="the registry's config file")
+    du.add_argument("--json", action="store_true", help="print JSON (the same document as GET /admin/du)")
+    du.set_defaults(func=cmd_du)
