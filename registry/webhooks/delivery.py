@@ -18,6 +18,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -36,6 +37,8 @@ log = logging.getLogger("berth.webhooks")
 
 USER_AGENT = "Berth-Webhooks/0.1"
 REPLAY_POLL = 1.0  # seconds between looks for new replay files
+SAVE_INTERVAL = 0.2  # at most this much delivery progress is repeated after a crash
+LIVE_MAX = 10_000  # records handed over in memory before a lagging worker goes back to reading the log
 MAX_ERROR_BODY = 200  # characters of a failed response's body kept in last_error
 _READ_LIMIT = 64 * 1024  # bytes of a response body read before the connection is released
 
@@ -88,8 +91,12 @@ class EndpointWorker:
         self._committed = committed
         self.state = EndpointState()
         self.pending = 0
-        self._buffer: list[Record] = []
+        self._buffer: deque[Record] = deque()
         self._reader = outbox.reader(0)
+        self._taken = 0  # seq of the last log record handed to delivery
+        # While caught up, new records arrive here from notify() instead of being read back from disk.
+        self._live: deque[Record] | None = None
+        self._last_save = 0.0
         self._replay: Path | None = None
         self._replay_offset = 0
         self._replay_buffer: list[Record] = []
@@ -104,7 +111,15 @@ class EndpointWorker:
         self._save_lock = threading.Lock()
         self._session: aiohttp.ClientSession | None = None
         self._replay_seen: set[str] = set()
-        self._delivered_total = metrics.EVENTS.labels(endpoint.name, "delivered")
+        name = endpoint.name
+        self._m_pending = metrics.PENDING.labels(name)
+        self._m_queued = metrics.EVENTS.labels(name, "queued")
+        self._m_delivered = metrics.EVENTS.labels(name, "delivered")
+        self._m_filtered = metrics.EVENTS.labels(name, "filtered")
+        self._m_dead = metrics.EVENTS.labels(name, "deadlettered")
+        self._m_failed = metrics.FAILED_ATTEMPTS.labels(name)
+        self._m_last_success = metrics.LAST_SUCCESS.labels(name)
+        self._m_latency = metrics.DELIVERY_SECONDS.labels(name)
 
     @property
     def name(self) -> str:
@@ -133,7 +148,8 @@ class EndpointWorker:
                            and self.filter.matches(r.event))
         self.pending += self._count_replays(self._outbox.replay_files(self.name))
         self._reader = self._outbox.reader(self.state.cursor)
-        metrics.PENDING.labels(self.name).set(self.pending)
+        self._taken = self.state.cursor
+        self._m_pending.set(self.pending)
 
     def _count_replays(self, files: list[Path]) -> int:
         """Blocking: records in replay files not counted before (minus those already handled)."""
@@ -150,11 +166,18 @@ class EndpointWorker:
 
     def notify(self, records: list[Record]) -> None:
         """New records were committed to the log: count the matching ones and wake up."""
+        if self._live is not None:
+            if len(self._live) + len(records) > LIVE_MAX:
+                self._live = None  # lagging: read the log from disk again
+                self._reader = self._outbox.reader(self._taken)
+                self._buffer.clear()
+            else:
+                self._live.extend(records)
         matched = sum(1 for r in records if self.filter.matches(r.event))
         if matched:
             self.pending += matched
-            metrics.PENDING.labels(self.name).set(self.pending)
-            metrics.EVENTS.labels(self.name, "queued").inc(matched)
+            self._m_pending.set(self.pending)
+            self._m_queued.inc(matched)
         self._wake.set()
 
     def drain(self) -> None:
@@ -176,13 +199,14 @@ class EndpointWorker:
                     continue
                 record, from_replay = item
                 if not self.filter.matches(record.event):
-                    metrics.EVENTS.labels(self.name, "filtered").inc()
+                    self._m_filtered.inc()
                     self._handled(record, from_replay, counted=from_replay)
                     continue
                 if not await self._deliver(record):
                     return
                 self._handled(record, from_replay, counted=True)
-                await self.save()
+                if time.monotonic() - self._last_save >= SAVE_INTERVAL:
+                    await self.save()
         finally:
             if self._dirty:
                 await self.save()
@@ -200,10 +224,17 @@ class EndpointWorker:
         replayed = await self._next_replay()
         if replayed is not None:
             return replayed, True
-        if not self._buffer:
-            self._buffer = await asyncio.to_thread(self._reader.read, READ_BATCH, self._committed())
+        if not self._buffer and self._live:
+            self._buffer.append(self._live.popleft())
+        if not self._buffer and self._live is None:
+            upto = self._committed()
+            self._buffer.extend(await asyncio.to_thread(self._reader.read, READ_BATCH, upto))
+            if not self._buffer and upto == self._committed() and self._live is None:
+                self._live = deque()  # caught up: from now on notify() hands records over
         if self._buffer:
-            return self._buffer.pop(0), False
+            record = self._buffer.popleft()
+            self._taken = record.seq
+            return record, False
         return None
 
     async def _next_replay(self) -> Record | None:
@@ -217,7 +248,7 @@ class EndpointWorker:
                 return None
             if any(f.name not in self._replay_seen for f in files):
                 self.pending += await asyncio.to_thread(self._count_replays, files)
-                metrics.PENDING.labels(self.name).set(self.pending)
+                self._m_pending.set(self.pending)
             self._replay, self._replay_offset, self._replay_buffer = files[0], 0, []
             if self.state.replay_file != files[0].name:
                 self.state.replay_file, self.state.replay_done = files[0].name, 0
@@ -249,7 +280,7 @@ class EndpointWorker:
             self.state.cursor = record.seq
         if counted:
             self.pending = max(0, self.pending - 1)
-            metrics.PENDING.labels(self.name).set(self.pending)
+            self._m_pending.set(self.pending)
         self._mark_dirty()
 
     def _mark_dirty(self) -> None:
@@ -265,21 +296,21 @@ class EndpointWorker:
             if error is None:
                 self.state.delivered += 1
                 self.state.last_success_at = now
-                self._delivered_total.inc()
-                metrics.LAST_SUCCESS.labels(self.name).set(now)
+                self._m_delivered.inc()
+                self._m_last_success.set(now)
                 return True
             attempts += 1
             self.state.failed += 1
             self.state.last_error, self.state.last_error_at = error, now
             self._mark_dirty()
-            metrics.FAILED_ATTEMPTS.labels(self.name).inc()
+            self._m_failed.inc()
             if attempts == self.endpoint.threshold:
                 log.warning("webhooks: endpoint %s failed %d times in a row: %s", self.name, attempts, error)
             age = now - record.queued
             if age >= self.endpoint.maxretryage:
                 await asyncio.to_thread(self._outbox.dead_letter, self.name, record, error, attempts)
                 self.state.deadlettered += 1
-                metrics.EVENTS.labels(self.name, "deadlettered").inc()
+                self._m_dead.inc()
                 log.error("webhooks: endpoint %s: event %s dead-lettered after %d attempts: %s",
                           self.name, record.id, attempts, error)
                 return True
@@ -319,7 +350,7 @@ class EndpointWorker:
         except aiohttp.ClientError as exc:
             return f"{type(exc).__name__}: {exc}"[:MAX_ERROR_BODY * 2]
         finally:
-            metrics.DELIVERY_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+            self._m_latency.observe(time.perf_counter() - started)
 
     # -- persistence -----------------------------------------------------------------------
 
@@ -328,6 +359,7 @@ class EndpointWorker:
         if not self._dirty:
             return
         self._dirty = False
+        self._last_save = time.monotonic()
         snapshot = dataclasses.replace(self.state)
         await asyncio.to_thread(self._save_sync, snapshot, self._version)
 

@@ -17,10 +17,10 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
@@ -31,7 +31,7 @@ from registry.webhooks import metrics
 from registry.webhooks.config import NotificationsConfig
 from registry.webhooks.delivery import USER_AGENT, EndpointStatus, EndpointWorker
 from registry.webhooks.envelope import Source, event_record
-from registry.webhooks.outbox import EndpointState, Outbox, OutboxError
+from registry.webhooks.outbox import EndpointState, Outbox, OutboxError, Record
 
 log = logging.getLogger("berth.webhooks")
 
@@ -49,8 +49,9 @@ class WebhookSink:
         self.workers: list[EndpointWorker] = []
         self._committed = 0
         self._queue: list[tuple[list[dict[str, object]], asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._idle = asyncio.Event()  # no group commit in progress
+        self._idle.set()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._compactor: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -64,7 +65,7 @@ class WebhookSink:
     async def open(self) -> None:
         """Open the outbox (taking its lock), load every endpoint's state, start the workers."""
         loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="berth-outbox")
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="berth-outbox")
         try:
             self.outbox = await loop.run_in_executor(self._executor, Outbox, self.directory)
         except BaseException:
@@ -97,36 +98,43 @@ class WebhookSink:
             raise OutboxError("webhook outbox is closed")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((records, future))  # type: ignore[arg-type]
-        if self._flusher is None:
-            self._flusher = asyncio.create_task(self._flush())
+        if self._idle.is_set():
+            self._write_next()
         await future
 
-    async def _flush(self) -> None:
-        """Write queued batches, one group commit at a time, until the queue is empty."""
+    def _write_next(self) -> None:
+        """Hand everything queued to the writer thread as one group commit (one fdatasync)."""
         assert self.outbox is not None and self._executor is not None
+        batch, self._queue = self._queue, []
+        events = [ev for records, _ in batch for ev in records]
+        self._idle.clear()
         loop = asyncio.get_running_loop()
-        try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                events = [ev for records, _ in batch for ev in records]
-                started = time.perf_counter()
-                try:
-                    written = await loop.run_in_executor(self._executor, self.outbox.append, events)
-                except Exception as exc:
-                    log.error("webhooks: cannot write %d events to the outbox: %s", len(events), exc)
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(OutboxError(f"cannot record events: {exc}"))
-                    continue
-                metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
-                self._committed = written[-1].seq
-                for worker in self.workers:
-                    worker.notify(written)
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(None)
-        finally:
-            self._flusher = None
+        started = time.perf_counter()
+        done = self._executor.submit(self.outbox.append, events)
+        done.add_done_callback(lambda f: loop.call_soon_threadsafe(self._written, batch, f, started))
+
+    def _written(self, batch: list[tuple[list[dict[str, object]], asyncio.Future[None]]],
+                 done: "concurrent.futures.Future[list[Record]]", started: float) -> None:
+        """On the loop: resolve the batch's publishers, wake the workers, start the next batch."""
+        exc = done.exception()
+        if exc is not None:
+            log.error("webhooks: cannot write %d events to the outbox: %s", sum(len(r) for r, _ in batch), exc)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(OutboxError(f"cannot record events: {exc}"))
+        else:
+            written = done.result()
+            metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+            self._committed = written[-1].seq
+            for worker in self.workers:
+                worker.notify(written)
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(None)
+        if self._queue:
+            self._write_next()
+        else:
+            self._idle.set()
 
     async def _compact_loop(self) -> None:
         assert self.outbox is not None
@@ -146,8 +154,7 @@ class WebhookSink:
         """Stop accepting, deliver what can be delivered within ``timeout``, persist, release the outbox."""
         self._accepting = False
         deadline = self.config.draintimeout if timeout is None else timeout
-        if self._flusher is not None:
-            await asyncio.shield(self._flusher)
+        await self._idle.wait()
         if self._compactor is not None:
             self._compactor.cancel()
             with contextlib.suppress(asyncio.CancelledError):

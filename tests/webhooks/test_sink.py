@@ -356,3 +356,22 @@ async def test_publish_after_close_fails(receiver: Receiver, sink_factory: SinkF
     await sink.close()
     with pytest.raises(OutboxError):
         await sink.publish([make_event()])
+
+
+async def test_lagging_worker_falls_back_from_memory_to_the_log(
+        sink_factory: SinkFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    import registry.webhooks.delivery as delivery
+
+    monkeypatch.setattr(delivery, "LIVE_MAX", 5)  # hand over at most 5 records in memory
+    slow = await Receiver(delay=0.01).start()
+    sink = sink_factory([{"name": "s", "url": slow.url}])
+    await sink.open()
+    events = [make_event() for _ in range(60)]
+    await sink.publish(events[:1])
+    await slow.wait_for(1)  # caught up: records now come from memory
+    for e in events[1:]:
+        await sink.publish([e])  # faster than delivery: overflows to reading the log
+    got = await slow.wait_for(60, timeout=20)
+    await sink.close()
+    await slow.stop()
+    assert [d.event["id"] for d in got] == [e.id for e in events]
