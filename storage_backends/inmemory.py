@@ -78,6 +78,7 @@ class InMemoryDriver(StorageDriver):
 
     async def _writer(self, path: str, append: bool) -> FileWriter:
         if not append:
+            self._partials.pop(path, None)
             return _MemWriter(self, path, bytearray())
         if path in self._partials:
             return _MemWriter(self, path, bytearray(self._partials[path]))
@@ -122,7 +123,7 @@ class InMemoryDriver(StorageDriver):
 
     async def _walk(self, path: str) -> AsyncIterator[FileInfo]:
         children = sorted(self._children(path))
-        if not children and path not in self._files and path != "/":
+        if not children and path != "/":
             raise PathNotFound(f"path not found: {path}", path, self.name)
         for p in children:
             data, mtime = self._files[p]
