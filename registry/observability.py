@@ -76,13 +76,50 @@ STALLED = Counter("berth_http_stalled_bodies", "Connections closed because a req
 
 @dataclass
 class Observability:
-    """Per-app state: draining flag and the cached readiness answer."""
+    """Per-app state: requests in flight, the draining flag and the cached readiness answer.
+
+    A request is in flight from the middleware's entry until its response has been
+    sent (the access logger's call), so a blob still streaming by ``sendfile`` after
+    its handler returned counts too.
+    """
 
     config: "Config"
     draining: bool = False
+    active: int = 0
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
     _ready_at: float = 0.0
     _ready: tuple[bool, str] = (True, "")
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        self._idle.set()
+
+    def begin(self, request: web.BaseRequest) -> None:
+        """A request entered the app."""
+        request[_ACTIVE] = True
+        self.active += 1
+        self._idle.clear()
+
+    def end(self, request: web.BaseRequest) -> None:
+        """Its response is sent, or it was aborted (idempotent per request)."""
+        if request.get(_ACTIVE):
+            request[_ACTIVE] = False
+            self.active -= 1
+            if self.active <= 0:
+                self.active = 0
+                self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request is in flight (True) or ``timeout`` passes (False)."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def stop_waiting(self) -> None:
+        """Make :meth:`wait_idle` return now."""
+        self._idle.set()
 
     async def storage_ready(self, app: web.Application) -> tuple[bool, str]:
         """Whether storage answers (cached for :data:`READY_CACHE_SECONDS`); and why not."""
@@ -98,6 +135,7 @@ class Observability:
 OBSERVABILITY: web.AppKey[Observability] = web.AppKey("berth.observability", Observability)
 _START: web.RequestKey[float] = web.RequestKey("berth.start", float)
 _STALLED: web.RequestKey[bool] = web.RequestKey("berth.stalled", bool)
+_ACTIVE: web.RequestKey[bool] = web.RequestKey("berth.active", bool)
 
 
 async def check_storage(app: web.Application) -> tuple[bool, str]:
@@ -188,15 +226,36 @@ def _access_enabled(request: web.BaseRequest) -> bool:
     return not (config is not None and config.log.accesslog.get("disabled"))
 
 
+def sent_bytes(request: web.BaseRequest, response: web.StreamResponse) -> int:
+    """Bytes written for the response, headers included.
+
+    aiohttp counts what passes through its writer; a file sent with ``sendfile``
+    bypasses it, so its length is added from the response's Content-Length.
+    """
+    written = response.body_length
+    length = response.content_length or 0
+    if isinstance(response, web.FileResponse) and request.method != "HEAD" and written < length:
+        written += length
+    return written
+
+
 class AccessLogger(AbstractAccessLogger):
     """aiohttp's access-log hook: called once the response has been sent (sendfile included)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         """Record the request metrics and write the access line."""
-        fields = access_fields(request, response.status, response.body_length, time)
+        fields = access_fields(request, response.status, sent_bytes(request, response), time)
         _record(fields, time)
         if _access_enabled(request):
             self.logger.info("request", extra={"fields": fields})
+        state = _state_of(request)
+        if state is not None:
+            state.end(request)
+
+
+def _state_of(request: web.BaseRequest) -> Observability | None:
+    app = getattr(request, "app", None)
+    return app.get(OBSERVABILITY) if app is not None else None
 
 
 def server_kwargs() -> dict[str, Any]:
@@ -259,12 +318,15 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
     uploading = kind in ("upload", "upload_start") and request.body_exists
     idle = float(request.app[CONFIG].http.idletimeout)
     stop_watch = _watch_body(request, idle) if request.body_exists and idle > 0 else None
+    state = request.app[OBSERVABILITY]
+    state.begin(request)
     IN_FLIGHT.inc()
     if uploading:
         UPLOADS.inc()
     try:
         return await handler(request)
     except (asyncio.CancelledError, ConnectionError):
+        state.end(request)
         status = STALLED_STATUS if request.get(_STALLED) else ABORTED_STATUS
         duration = loop.time() - request[_START]
         fields = access_fields(request, status, 0, duration)
@@ -384,10 +446,18 @@ async def _health_loop(app: web.Application, interval: float, threshold: int) ->
             log.error("storage health check failed %d times in a row (%s)", failures, error)
 
 
+async def _close_when_draining(request: web.Request, response: web.StreamResponse) -> None:
+    """While draining, every response ends its connection (keep-alive clients go elsewhere)."""
+    state = request.app.get(OBSERVABILITY)
+    if state is not None and state.draining:
+        response.force_close()
+
+
 def setup(app: web.Application, config: "Config") -> None:
     """Install the probes, the metrics endpoint (if enabled), the middleware and the storage health loop."""
     app[OBSERVABILITY] = Observability(config)
     app.middlewares.insert(0, observe_middleware)
+    app.on_response_prepare.append(_close_when_draining)
     _add_probe_routes(app, config)
     app.cleanup_ctx.append(_health_ctx(config))
 

@@ -3,10 +3,11 @@
 :func:`serve` runs until SIGTERM or SIGINT, then drains:
 
 1. ``/readyz`` turns 503 and the listening sockets close (no new connections);
-   idle keep-alive connections are closed;
-2. requests in flight — uploads included — get ``http.draintimeout`` seconds to
-   finish; whatever is left is then cancelled (a cut upload can be resumed:
-   its bytes so far are kept);
+   every response from now on carries ``Connection: close``;
+2. requests in flight — uploads still receiving their body included, and blobs
+   still being sent — get ``http.draintimeout`` seconds to finish; then the
+   remaining connections are closed and what is left is cancelled (a cut upload
+   can be resumed from the offset the registry reports);
 3. the apps' cleanup runs: the webhook outbox is flushed (within
    ``notifications.draintimeout``), background tasks stop, storage closes;
 4. :func:`serve` returns and ``berth serve`` exits 0. A second signal stops
@@ -37,6 +38,8 @@ from registry.app import create_app
 from registry.config import Config
 
 log = logging.getLogger("berth.server")
+
+CANCEL_GRACE = 1.0  # after the drain: seconds aiohttp gives handlers before cancelling them
 
 TLS_VERSIONS = {
     "tls1.0": ssl.TLSVersion.TLSv1,
@@ -94,7 +97,7 @@ class Server:
         self.runner = web.AppRunner(
             self.app,
             handle_signals=False,
-            shutdown_timeout=float(http.draintimeout),
+            shutdown_timeout=CANCEL_GRACE,
             keepalive_timeout=float(http.idletimeout),
             max_line_size=int(http.maxheadersize),
             max_field_size=int(http.maxheadersize),
@@ -116,19 +119,31 @@ class Server:
     async def stop(self) -> None:
         """Drain (see the module docstring) and release everything."""
         observability.mark_draining(self.app)
-        log.info("shutting down: draining requests in flight for up to %.0fs", float(self.config.http.draintimeout))
+        state = self.app.get(observability.OBSERVABILITY)
+        drain = float(self.config.http.draintimeout)
+        if self.runner is not None:
+            # Stop accepting, but keep connections open: aiohttp's own shutdown stops reading
+            # request bodies at once, which would cut every upload in flight.
+            for site in list(self.runner.sites):
+                await site.stop()
+        if state is not None and state.active:
+            log.info("draining: waiting up to %.0fs for %d requests in flight", drain, state.active)
+            if not await state.wait_idle(drain) and state.active:
+                log.warning("drain deadline passed: cancelling %d requests in flight", state.active)
+        else:
+            log.info("shutting down: no requests in flight")
         if self.debug_runner is not None:
             await self.debug_runner.cleanup()
         if self.runner is not None:
-            await self.runner.cleanup()
+            await self.runner.cleanup()  # closes connections, then runs the apps' cleanup (webhooks, storage)
         log.info("stopped")
 
     def hurry(self) -> None:
         """Stop waiting for requests in flight (a second signal)."""
-        server = self.runner.server if self.runner is not None else None
-        if server is not None:
-            log.warning("second signal: cancelling requests in flight")
-            asyncio.get_running_loop().create_task(server.shutdown(0))
+        state = self.app.get(observability.OBSERVABILITY)
+        if state is not None:
+            log.warning("second signal: not waiting for requests in flight")
+            state.stop_waiting()
 
 
 async def run(config: Config, stop: asyncio.Event | None = None,

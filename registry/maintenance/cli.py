@@ -55,10 +55,10 @@ def print_gc_report(report: GCReport, out: Any = sys.stdout) -> None:
         print(f"{verb} blob {digest} ({size} bytes)", file=out)
     for digest in report.rescued:
         print(f"kept blob {digest}: a push referenced it during the run", file=out)
-    print(f"{len(report.blobs)} blobs, {report.bytes_freed} bytes ({human(report.bytes_freed)}) {verb}; "
-          f"{len(report.manifests)} untagged manifests {verb}; {len(report.layer_links)} layer links {verb}; "
-          f"{report.blobs_marked} of {report.blobs_scanned} blobs in use; {report.kept_young} unreferenced blobs "
-          f"kept for the grace period", file=out)
+    print(f"{'would free' if report.dry_run else 'freed'} {report.bytes_freed} bytes ({human(report.bytes_freed)}): "
+          f"{len(report.blobs)} blobs, {len(report.manifests)} untagged manifests, {len(report.layer_links)} layer "
+          f"links; {report.blobs_marked} of {report.blobs_scanned} blobs in use; {report.kept_young} unreferenced "
+          f"blobs within the grace period", file=out)
 
 
 def cmd_gc(args: argparse.Namespace) -> int:

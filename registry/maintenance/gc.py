@@ -59,6 +59,7 @@ from registry.maintenance.scan import (
     ManifestReader,
     RepositoryScan,
     bounded,
+    linked_digests,
     scan_blobs,
     scan_repositories,
     scan_repository,
@@ -72,7 +73,7 @@ log = logging.getLogger("berth.gc")
 
 DEFAULT_GRACE_PERIOD = 3600.0
 DEFAULT_QUARANTINE = 30.0
-CLOCK_SLACK = 2.0  # S3 reports whole seconds; a blob written "now" may look up to 1s old
+CLOCK_SLACK = 2.0  # S3 reports whole seconds (and its clock is not ours): a new object may look 1s+ old
 LOCK_TTL = 300.0
 
 GC_DIR = f"{layout.ROOT}/_berth/gc"
@@ -110,7 +111,7 @@ class GCOptions:
     delete_untagged: bool = False
     grace_period: float = DEFAULT_GRACE_PERIOD
     quarantine: float = DEFAULT_QUARANTINE
-    clock_slack: float = CLOCK_SLACK
+    clock_slack: float | None = None  # None: CLOCK_SLACK on S3, 0 where modification times are exact
     lock_ttl: float = LOCK_TTL
 
     @classmethod
@@ -397,7 +398,10 @@ class _Run:
 
     async def execute(self) -> None:
         started = time.time()
-        self.cutoff = started - self.options.grace_period - self.options.clock_slack
+        slack = self.options.clock_slack
+        if slack is None:
+            slack = CLOCK_SLACK if self.driver.name == "s3" else 0.0
+        self.cutoff = started - self.options.grace_period - slack
         repos = await scan_repositories(self.driver)
         marked, untagged = await self._mark(repos)
         blobs = await scan_blobs(self.driver)
@@ -484,6 +488,9 @@ class _Run:
                 candidates.pop(d, None)
 
         unlinked = await self._unlink(candidates, links)
+        # A push that linked a candidate since the scan wants it: leave it alone (its links come back below).
+        for d in await linked_digests(driver, repos):
+            candidates.pop(d, None)
         trashed = await self._quarantine(candidates)
 
         if self.options.quarantine > 0:

@@ -173,6 +173,13 @@ async def scan_repositories(driver: StorageDriver) -> dict[str, RepositoryScan]:
     return {s.name: s for s in scans}
 
 
+async def linked_digests(driver: StorageDriver, names: Iterable[str]) -> set[Digest]:
+    """Every digest linked into ``_layers`` of the named repositories (and of any created since)."""
+    names = set(names) | set(await Registry(driver).repositories())
+    found = await bounded(sorted(names), lambda n: _links(driver, layout.layers_dir(n)), limit=4)
+    return {d for links in found for d in links}
+
+
 async def scan_blobs(driver: StorageDriver) -> dict[Digest, BlobScan]:
     """Every stored blob (``blobs/<alg>/<xx>/<hex>/data``): digest -> size and modtime."""
     out: dict[Digest, BlobScan] = {}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 from registry.app import create_app
 from registry.config import Config, parse_config
@@ -89,7 +89,9 @@ def app_client(aiohttp_client: Callable[..., Any]) -> Callable[..., Any]:
 
     async def make(driver: StorageDriver | None, extra: str = "", config: Config | None = None) -> TestClient:
         cfg = config or make_config(extra)
-        return await aiohttp_client(create_app(cfg, driver=driver), server_kwargs=server_kwargs())
+        server = TestServer(create_app(cfg, driver=driver))
+        await server.start_server(**server_kwargs())  # runner options reach aiohttp only this way
+        return await aiohttp_client(server)
 
     return make
 
