@@ -27,8 +27,8 @@ DEFAULT_DRAIN_TIMEOUT = 5.0
 class IgnoreConfig:
     """``ignore``: events to leave out, by target media type or by action."""
 
-    mediatypes: list[str] = field(default_factory=tuple)  # type: ignore[assignment]
-    actions: list[str] = field(default_factory=tuple)  # type: ignore[assignment]
+    mediatypes: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()
 
     def validate(self) -> None:
         """Actions must be ones Berth emits."""
@@ -43,18 +43,18 @@ class Endpoint:
 
     name: str = ""
     url: str = ""
-    headers: dict[str, list[str]] = field(default_factory=dict)
+    headers: dict[str, tuple[str, ...]] = field(default_factory=dict)
     timeout: Duration = Duration(DEFAULT_TIMEOUT)
     threshold: int = DEFAULT_THRESHOLD
     backoff: Duration = Duration(DEFAULT_BACKOFF)
-    ignoredmediatypes: list[str] = field(default_factory=tuple)  # type: ignore[assignment]
+    ignoredmediatypes: tuple[str, ...] = ()
     ignore: IgnoreConfig = field(default_factory=IgnoreConfig)
     disabled: bool = False
     # Berth additions:
     format: str = "distribution"
     secret: str = ""
-    repositories: list[str] = field(default_factory=tuple)  # type: ignore[assignment]
-    tags: list[str] = field(default_factory=tuple)  # type: ignore[assignment]
+    repositories: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
     maxretryage: Duration = Duration(DEFAULT_MAX_RETRY_AGE)
     maxbackoff: Duration = Duration(DEFAULT_MAX_BACKOFF)
 
@@ -97,7 +97,7 @@ class NotificationsConfig:
     """``notifications``."""
 
     events: EventsConfig = field(default_factory=EventsConfig)
-    endpoints: list[Endpoint] = field(default_factory=tuple)  # type: ignore[assignment]
+    endpoints: tuple[Endpoint, ...] = ()
     # Directory of this process's durable outbox (local disk; one per replica). Empty: see
     # registry.webhooks.outbox_directory for the default.
     outbox: str = ""

@@ -53,7 +53,7 @@ def backoff_delay(attempts: int, endpoint: Endpoint, rand: Callable[[], float] =
     by every replica at once.
     """
     exponent = max(0, attempts - endpoint.threshold)
-    base = min(endpoint.maxbackoff, endpoint.backoff * (2 ** min(exponent, 32)))
+    base = min(endpoint.maxbackoff, endpoint.backoff * (2.0 ** min(exponent, 32)))
     return base * (0.5 + 0.5 * rand())
 
 
@@ -330,8 +330,8 @@ class EndpointWorker:
         content_type, body = render(record.event, ep.format, self._include_refs)
         headers: CIMultiDict[str] = CIMultiDict()
         for key, values in ep.headers.items():
-            for value in values if isinstance(values, (list, tuple)) else [values]:
-                headers.add(key, str(value))
+            for value in values:
+                headers.add(key, value)
         headers["Content-Type"] = content_type
         headers.setdefault("User-Agent", USER_AGENT)
         if ep.secret:

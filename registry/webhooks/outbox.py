@@ -370,7 +370,7 @@ class Outbox:
         now = time.time() if now is None else now
         segments = self.segments()
         removed = 0
-        for (first, path), (next_first, _) in zip(segments, segments[1:]):
+        for (_, path), (next_first, _) in zip(segments, segments[1:], strict=False):
             if next_first - 1 > min_cursor:
                 break
             try:
@@ -478,7 +478,7 @@ class Outbox:
             return None
         now = time.time()
         seqs = seqs or [0] * len(events)
-        data = b"".join(Record(s, now, ev).encode() for s, ev in zip(seqs, events))
+        data = b"".join(Record(s, now, ev).encode() for s, ev in zip(seqs, events, strict=True))
         replay_dir = self.endpoint_dir(name) / "replay"
         replay_dir.mkdir(exist_ok=True)
         path = replay_dir / f"{time.time_ns():020d}-{os.getpid()}-{secrets.token_hex(4)}.jsonl"

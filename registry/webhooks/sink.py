@@ -97,7 +97,7 @@ class WebhookSink:
         if not self._accepting:
             raise OutboxError("webhook outbox is closed")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((records, future))  # type: ignore[arg-type]
+        self._queue.append((records, future))
         if self._idle.is_set():
             self._write_next()
         await future

@@ -26,11 +26,11 @@ import aiohttp
 
 from tests.servers import Server, filesystem_config, free_port, start_berth
 
-ENDPOINT_KINDS = {
+ENDPOINT_KINDS: dict[str, float | None] = {
     "none": None,
     "fast": 0.0,
-    "slow (2s per delivery)": 2.0,
-    "dead (503)": -1.0,
+    "slow": 2.0,  # 2 s per delivery
+    "dead": -1.0,  # answers 503
 }
 
 
@@ -38,8 +38,8 @@ def sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-async def push_image(session: aiohttp.ClientSession, base: str, n: int, salt: str) -> None:
-    layer = os.urandom(4096)
+async def push_image(session: aiohttp.ClientSession, base: str, n: int, salt: str, layer_size: int) -> None:
+    layer = os.urandom(layer_size)
     config = json.dumps({"architecture": "amd64", "os": "linux", "n": n, "salt": salt}).encode()
     for data in (layer, config):
         async with session.post(f"{base}/v2/bench/app/blobs/uploads/", params={"digest": sha256(data)},
@@ -56,7 +56,7 @@ async def push_image(session: aiohttp.ClientSession, base: str, n: int, salt: st
         assert resp.status == 201, await resp.text()
 
 
-async def push_all(base: str, images: int, concurrency: int, salt: str) -> float:
+async def push_all(base: str, images: int, concurrency: int, salt: str, layer_size: int) -> float:
     """Images pushed per second."""
     queue: asyncio.Queue[int] = asyncio.Queue()
     for n in range(images):
@@ -64,7 +64,7 @@ async def push_all(base: str, images: int, concurrency: int, salt: str) -> float
 
     async def worker(session: aiohttp.ClientSession) -> None:
         while not queue.empty():
-            await push_image(session, base, queue.get_nowait(), salt)
+            await push_image(session, base, queue.get_nowait(), salt, layer_size)
 
     async with aiohttp.ClientSession() as session:
         started = time.perf_counter()
@@ -114,9 +114,9 @@ def run_round(kind: str, delay: float | None, root: Path, args: argparse.Namespa
     config = filesystem_config(root / f"data-{kind}-{rnd}".replace(" ", "_"), **extra)
     server: Server = start_berth(config, root / f"berth-{kind}-{rnd}".replace(" ", "_"))
     try:
-        asyncio.run(push_all(server.url, 10, args.concurrency, "warmup"))
+        asyncio.run(push_all(server.url, 10, args.concurrency, "warmup", args.layer_size))
         cpu = cpu_seconds(server.pid)
-        rate = asyncio.run(push_all(server.url, args.images, args.concurrency, f"r{rnd}"))
+        rate = asyncio.run(push_all(server.url, args.images, args.concurrency, f"r{rnd}", args.layer_size))
         return rate, (cpu_seconds(server.pid) - cpu) * 1000 / args.images
     finally:
         server.kill()  # a slow endpoint would otherwise hold shutdown for the drain timeout
@@ -130,24 +130,30 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=150)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--layer-size", type=int, default=4096, help="bytes of the layer blob")
+    parser.add_argument("--kinds", default=",".join(ENDPOINT_KINDS), help="comma-separated subset of: "
+                        + ", ".join(ENDPOINT_KINDS))
     args = parser.parse_args()
-    results: dict[str, list[float]] = {k: [] for k in ENDPOINT_KINDS}
-    cpu: dict[str, list[float]] = {k: [] for k in ENDPOINT_KINDS}
+    kinds = {k: ENDPOINT_KINDS[k] for k in args.kinds.split(",")}
+    kinds.setdefault("none", None)
+    results: dict[str, list[float]] = {k: [] for k in kinds}
+    cpu: dict[str, list[float]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory(prefix="berth-bench-") as tmp:
         for rnd in range(args.rounds):
-            for kind, delay in ENDPOINT_KINDS.items():
+            for kind, delay in kinds.items():
                 rate, ms = run_round(kind, delay, Path(tmp), args, rnd)
                 results[kind].append(rate)
                 cpu[kind].append(ms)
     base = statistics.median(results["none"])
     base_cpu = statistics.median(cpu["none"])
-    print(f"{args.images} images (2 blobs + 1 tagged manifest each, 3 events), concurrency {args.concurrency}, "
-          f"median of {args.rounds} rounds")
+    print(f"{args.images} images (a {args.layer_size}-byte layer, a config, a tagged manifest: 3 events each), "
+          f"concurrency {args.concurrency}, median of {args.rounds} rounds")
     for kind, values in results.items():
         med = statistics.median(values)
         ms = statistics.median(cpu[kind])
         print(f"  {kind:24s} {med:7.1f} images/s {med / base:5.2f}x of none | server CPU {ms:5.2f} ms/image "
-              f"{base_cpu / ms:5.2f}x of none | rounds: {', '.join(f'{v:.1f}' for v in values)}")
+              f"{base_cpu / ms:5.2f}x of none | rounds: {', '.join(f'{v:.1f}' for v in values)} images/s, "
+              f"{', '.join(f'{v:.1f}' for v in cpu[kind])} ms/image")
 
 
 if __name__ == "__main__":

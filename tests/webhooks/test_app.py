@@ -43,7 +43,7 @@ def berth_app(config: Config) -> web.Application:
     return app
 
 
-async def push_blob(client: TestClient, name: str, data: bytes) -> str:
+async def push_blob(client: TestClient[web.Request, web.Application], name: str, data: bytes) -> str:
     resp = await client.post(f"/v2/{name}/blobs/uploads/")
     assert resp.status == 202, await resp.text()
     location = str(URL(resp.headers["Location"]).relative())
@@ -53,7 +53,7 @@ async def push_blob(client: TestClient, name: str, data: bytes) -> str:
     return sha256(data)
 
 
-async def push_image(client: TestClient, name: str, tag: str) -> tuple[bytes, bytes, bytes]:
+async def push_image(client: TestClient[web.Request, web.Application], name: str, tag: str) -> tuple[bytes, bytes, bytes]:
     layer = b"layer-bytes" * 100
     config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers",
                                                                             "diff_ids": [sha256(layer)]}}).encode()

@@ -271,7 +271,8 @@ async def test_filters_and_references_per_config(sink_factory: SinkFactory) -> N
     prod, tags = Receiver(), Receiver()
     await prod.start()
     await tags.start()
-    sink = sink_factory([{"name": "prod", "url": prod.url, "repositories": ["prod/**"], "ignore": {"actions": ["delete"]}},
+    sink = sink_factory([{"name": "prod", "url": prod.url, "repositories": ["prod/**"],
+                          "ignore": {"actions": ["delete"]}},
                          {"name": "tags", "url": tags.url, "tags": ["v*"]}],
                         events={"includereferences": True})
     await sink.open()
@@ -360,7 +361,7 @@ async def test_publish_after_close_fails(receiver: Receiver, sink_factory: SinkF
 
 async def test_lagging_worker_falls_back_from_memory_to_the_log(
         sink_factory: SinkFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    import registry.webhooks.delivery as delivery
+    from registry.webhooks import delivery
 
     monkeypatch.setattr(delivery, "LIVE_MAX", 5)  # hand over at most 5 records in memory
     slow = await Receiver(delay=0.01).start()
