@@ -453,11 +453,25 @@ async def _close_when_draining(request: web.Request, response: web.StreamRespons
         response.force_close()
 
 
+def _configured_headers(config: "Config") -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    headers = [(name, value) for name, values in config.http.headers.items() for value in values]
+
+    async def add(request: web.Request, response: web.StreamResponse) -> None:
+        for name, value in headers:
+            if name not in response.headers:
+                response.headers.add(name, value)
+
+    return add
+
+
 def setup(app: web.Application, config: "Config") -> None:
-    """Install the probes, the metrics endpoint (if enabled), the middleware and the storage health loop."""
+    """Install the probes, the metrics endpoint (if enabled), the middleware, ``http.headers``
+    on every response, and the storage health loop."""
     app[OBSERVABILITY] = Observability(config)
     app.middlewares.insert(0, observe_middleware)
     app.on_response_prepare.append(_close_when_draining)
+    if config.http.headers:
+        app.on_response_prepare.append(_configured_headers(config))
     _add_probe_routes(app, config)
     app.cleanup_ctx.append(_health_ctx(config))
 
