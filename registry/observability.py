@@ -31,9 +31,10 @@ import json
 import logging
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from aiohttp import web
@@ -83,7 +84,7 @@ class Observability:
     its handler returned counts too.
     """
 
-    config: "Config"
+    config: Config
     draining: bool = False
     active: int = 0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -113,7 +114,7 @@ class Observability:
         """Wait until no request is in flight (True) or ``timeout`` passes (False)."""
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 
@@ -371,7 +372,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """The process's Prometheus registry in the text exposition format."""
-    body = generate_latest(REGISTRY)
+    body = await asyncio.to_thread(generate_latest, REGISTRY)  # the process collector reads /proc
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
 
 
@@ -406,7 +407,7 @@ async def require_admin(request: web.Request) -> None:
 _MAIN: web.AppKey[web.Application] = web.AppKey("berth.main_app", web.Application)
 
 
-def _add_probe_routes(app: web.Application, config: "Config") -> None:
+def _add_probe_routes(app: web.Application, config: Config) -> None:
     app.router.add_get(HEALTH_PATH, healthz)
     app.router.add_get(READY_PATH, readyz)
     prometheus = config.http.debug.prometheus
@@ -414,7 +415,7 @@ def _add_probe_routes(app: web.Application, config: "Config") -> None:
         app.router.add_get(prometheus.path, metrics)
 
 
-def _health_ctx(config: "Config") -> Callable[[web.Application], AsyncIterator[None]]:
+def _health_ctx(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         check = config.health.storagedriver
         task = None
@@ -453,7 +454,7 @@ async def _close_when_draining(request: web.Request, response: web.StreamRespons
         response.force_close()
 
 
-def _configured_headers(config: "Config") -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+def _configured_headers(config: Config) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
     headers = [(name, value) for name, values in config.http.headers.items() for value in values]
 
     async def add(request: web.Request, response: web.StreamResponse) -> None:
@@ -464,7 +465,7 @@ def _configured_headers(config: "Config") -> Callable[[web.Request, web.StreamRe
     return add
 
 
-def setup(app: web.Application, config: "Config") -> None:
+def setup(app: web.Application, config: Config) -> None:
     """Install the probes, the metrics endpoint (if enabled), the middleware, ``http.headers``
     on every response, and the storage health loop."""
     app[OBSERVABILITY] = Observability(config)
@@ -476,7 +477,7 @@ def setup(app: web.Application, config: "Config") -> None:
     app.cleanup_ctx.append(_health_ctx(config))
 
 
-def debug_app(main: web.Application, config: "Config") -> web.Application:
+def debug_app(main: web.Application, config: Config) -> web.Application:
     """The app served on ``http.debug.addr``: the probes and the metrics endpoint, nothing else."""
     app = web.Application()
     app[_MAIN] = main
@@ -507,7 +508,7 @@ class JSONFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """Render ``record`` as JSON."""
-        stamp = datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
+        stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
         doc: dict[str, Any] = {"@timestamp" if self.logstash else "time": stamp,
                                "level": record.levelname.lower(), "logger": record.name,
                                "msg": record.getMessage()}
@@ -545,7 +546,7 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def log_level(config: "Config") -> int:
+def log_level(config: Config) -> int:
     """``log.level`` (or Distribution's older top-level ``loglevel``) as a logging level."""
     name = config.log.level
     if config.loglevel and name == "info":
@@ -555,7 +556,7 @@ def log_level(config: "Config") -> int:
             "info": logging.INFO, "debug": logging.DEBUG}.get(name, logging.INFO)
 
 
-def configure_logging(config: "Config", stream: Any = None) -> None:
+def configure_logging(config: Config, stream: Any = None) -> None:
     """Process-wide logging from ``log``: one handler on stderr (or ``stream``), format and level."""
     static = dict(config.log.fields)
     formatter: logging.Formatter

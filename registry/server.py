@@ -29,7 +29,7 @@ import asyncio
 import logging
 import signal
 import ssl
-from typing import Callable
+from collections.abc import Callable
 
 from aiohttp import web
 

@@ -18,8 +18,9 @@ driver. Like every backend it imports nothing from ``registry`` or ``auth``.
 
 from __future__ import annotations
 
+import builtins
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from prometheus_client import Counter, Histogram
 
@@ -48,7 +49,7 @@ class _Timer:
         self._operation = operation
         self._start = time.perf_counter()
 
-    def __enter__(self) -> "_Timer":
+    def __enter__(self) -> _Timer:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
@@ -188,7 +189,7 @@ class InstrumentedDriver(StorageDriver):
     async def _stat(self, path: str) -> FileInfo:
         return await self.inner.stat(path)
 
-    async def _list(self, path: str) -> list[str]:
+    async def _list(self, path: str) -> builtins.list[str]:
         return await self.inner.list(path)
 
     async def _move(self, source: str, dest: str) -> None:

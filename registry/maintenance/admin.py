@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -82,7 +83,7 @@ async def run_scheduled(app: web.Application, options: GCOptions) -> GCReport | 
     return report
 
 
-def _schedule_ctx(config: "Config") -> Callable[[web.Application], AsyncIterator[None]]:
+def _schedule_ctx(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         interval = float(config.gc.interval)
         task = None
@@ -106,7 +107,7 @@ def _schedule_ctx(config: "Config") -> Callable[[web.Application], AsyncIterator
     return ctx
 
 
-def setup(app: web.Application, config: "Config") -> None:
+def setup(app: web.Application, config: Config) -> None:
     """Add the admin endpoints and, with ``gc.interval``, the garbage collection schedule."""
     app[GC_STATE] = GCState()
     app.router.add_get(DU_PATH, du_handler)

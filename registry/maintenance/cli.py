@@ -10,7 +10,8 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from registry.config import Config, Duration, load_config
 from registry.maintenance.du import Usage, disk_usage, human

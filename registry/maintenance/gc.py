@@ -47,8 +47,9 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Gauge
 
@@ -115,7 +116,7 @@ class GCOptions:
     lock_ttl: float = LOCK_TTL
 
     @classmethod
-    def from_config(cls, gc: "GCConfig", **overrides: Any) -> "GCOptions":
+    def from_config(cls, gc: GCConfig, **overrides: Any) -> GCOptions:
         """Options from the config's ``gc`` section, with explicit overrides (None = keep)."""
         values: dict[str, Any] = {
             "delete_untagged": gc.deleteuntagged,
@@ -267,11 +268,11 @@ class _Journal:
         return json.dumps({"links": self.links, "revisions": self.revisions, "paths": self.paths}).encode()
 
     @classmethod
-    def load(cls, data: bytes) -> "_Journal":
+    def load(cls, data: bytes) -> _Journal:
         doc = json.loads(data)
-        return cls([tuple(x) for x in doc.get("links", [])],  # type: ignore[misc]
-                   [tuple(x) for x in doc.get("revisions", [])],  # type: ignore[misc]
-                   [tuple(x) for x in doc.get("paths", [])])  # type: ignore[misc]
+        return cls([(str(a), str(b)) for a, b in doc.get("links", [])],
+                   [(str(a), str(b)) for a, b in doc.get("revisions", [])],
+                   [(str(a), str(b)) for a, b in doc.get("paths", [])])
 
 
 async def _exists(driver: StorageDriver, path: str) -> bool:
@@ -495,11 +496,11 @@ class _Run:
 
         if self.options.quarantine > 0:
             await asyncio.sleep(self.options.quarantine)
-        rescued = await self._rescan(repos, removed_revisions, history, trashed | set(d for _, d in unlinked))
+        rescued = await self._rescan(repos, removed_revisions, history, trashed | {d for _, d in unlinked})
 
         for d in rescued & trashed:
             await _restore_blob(driver, d)
-        keep_links = rescued | (set(d for _, d in unlinked) - trashed)
+        keep_links = rescued | ({d for _, d in unlinked} - trashed)
         for repo, d in unlinked:
             if d in keep_links:
                 await _link(driver, layout.layer_link(repo, d), d)
@@ -511,7 +512,7 @@ class _Run:
         self.report.blobs = {str(d): candidates[d].size for d in doomed}
         self.report.layer_links = [(r, str(d)) for r, d in unlinked if d not in keep_links]
         self.report.manifests = [(r, str(d)) for r, d in removed_revisions if d not in rescued]
-        self.report.rescued = sorted(str(d) for d in rescued & (trashed | set(d for _, d in unlinked)))
+        self.report.rescued = sorted(str(d) for d in rescued & (trashed | {d for _, d in unlinked}))
         if self.report.rescued:
             log.warning("garbage collection put back %d blobs that pushes referenced during the run: %s",
                         len(self.report.rescued), ", ".join(self.report.rescued[:10]))
@@ -604,13 +605,13 @@ class _Run:
         for repo, d in removed_revisions:
             removed_by_repo.setdefault(repo, set()).add(d)
         rescued: set[Digest] = set()
-        for name, repo in after.items():
+        for name, scan in after.items():
             old = before.get(name) or RepositoryScan(name)
-            roots = [d for d, mt in repo.revisions.items() if old.revisions.get(d) != mt]
-            roots += [d for tag, d in repo.tags.items() if old.tags.get(tag) != d]
+            roots = [d for d, mt in scan.revisions.items() if old.revisions.get(d) != mt]
+            roots += [d for tag, d in scan.tags.items() if old.tags.get(tag) != d]
             removed = removed_by_repo.get(name, set())
             if removed:
-                roots += list(repo.tags.values())  # a tag may now reach a removed revision
+                roots += list(scan.tags.values())  # a tag may now reach a removed revision
             for d in roots:
                 self.reader.forget(d)
             reachable = await self.reader.closure(roots)
@@ -627,7 +628,7 @@ class _Run:
                         await _link(self.driver, path, d)
             rescued |= (await self.reader.referenced(reachable)) & at_risk
             # Every link we removed is gone; a link to an at-risk blob now is a push that re-linked it.
-            rescued |= {d for d in repo.layers if d in at_risk}
+            rescued |= {d for d in scan.layers if d in at_risk}
         return rescued
 
 

@@ -12,9 +12,10 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -23,14 +24,11 @@ from registry.app import create_app
 from registry.config import Config, parse_config
 from registry.observability import server_kwargs
 from storage_backends import StorageDriver, create_driver
-from tests.s3server import SeaweedFS, seaweedfs_fixture
+from tests.s3server import SeaweedFS
 
 BACKENDS: list[Any] = ["filesystem", "inmemory"]
 if os.environ.get("BERTH_TEST_S3", "1") != "0":
     BACKENDS.append(pytest.param("s3", marks=pytest.mark.s3))
-
-s3_server = seaweedfs_fixture()
-
 
 @dataclass
 class Storage:
@@ -62,7 +60,7 @@ def storage_params(kind: str, tmp_path: Path, request: pytest.FixtureRequest) ->
     if kind == "filesystem":
         return {"rootdirectory": str(tmp_path / "data")}
     if kind == "s3":
-        server: SeaweedFS = request.getfixturevalue("s3_server")
+        server: SeaweedFS = request.getfixturevalue("s3_server")  # the session's (tests/conftest.py)
         return server.driver_params(rootdirectory=f"/ops/{uuid.uuid4().hex}", timeout=10, maxthreads=8)
     return {}
 

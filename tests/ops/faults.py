@@ -6,7 +6,7 @@ interleave with another task deterministically) or raise (to fail the call).
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from storage_backends.base import FileInfo, FileWriter, StorageDriver
 

@@ -16,8 +16,9 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -173,7 +174,7 @@ def test_example_policy_parses() -> None:
 class _Receiver(http.server.BaseHTTPRequestHandler):
     received: list[bytes] = []
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.received.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
         self.send_response(204)
         self.end_headers()

@@ -7,7 +7,8 @@ import io
 import json
 import logging
 import os
-from typing import Any, AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import bcrypt
 import pytest
@@ -215,7 +216,7 @@ def access_lines(caplog: pytest.LogCaptureFixture) -> Iterator[list[dict[str, An
 
     class Grab(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            lines.append(dict(getattr(record, "fields")))
+            lines.append(dict(record.fields))
 
     handler = Grab()
     logging.getLogger("berth.access").addHandler(handler)
