@@ -191,25 +191,49 @@ class EndpointWorker:
         self._session = session
         try:
             while True:
-                item = await self._next()
-                if item is None:
-                    if self._draining:
+                try:
+                    if not await self._step():
                         return
-                    await self._idle()
-                    continue
-                record, from_replay = item
-                if not self.filter.matches(record.event):
-                    self._m_filtered.inc()
-                    self._handled(record, from_replay, counted=from_replay)
-                    continue
-                if not await self._deliver(record):
-                    return
-                self._handled(record, from_replay, counted=True)
-                if time.monotonic() - self._last_save >= SAVE_INTERVAL:
-                    await self.save()
+                except Exception:
+                    # An IO error (disk full, a vanished file): start over from the cursor after a pause.
+                    log.exception("webhooks: endpoint %s: delivery loop failed; retrying", self.name)
+                    self._rewind()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), self.endpoint.maxbackoff)
+                    if self._stop.is_set():
+                        return
         finally:
             if self._dirty:
                 await self.save()
+
+    async def _step(self) -> bool:
+        """Handle the next event (or wait for one); False when the worker should stop."""
+        item = await self._next()
+        if item is None:
+            if self._draining:
+                return False
+            await self._idle()
+            return True
+        record, from_replay = item
+        if not self.filter.matches(record.event):
+            self._m_filtered.inc()
+            self._handled(record, from_replay, counted=from_replay)
+            return True
+        if not await self._deliver(record):
+            return False
+        self._handled(record, from_replay, counted=True)
+        if time.monotonic() - self._last_save >= SAVE_INTERVAL:
+            await self.save()
+        return True
+
+    def _rewind(self) -> None:
+        """Forget what was read ahead; continue from the state's cursor and replay position."""
+        cursor = self.state.cursor or 0
+        self._live = None
+        self._buffer.clear()
+        self._reader = self._outbox.reader(cursor)
+        self._taken = cursor
+        self._replay, self._replay_buffer, self._replay_checked = None, [], 0.0
 
     async def _idle(self) -> None:
         if self._dirty:
@@ -333,7 +357,6 @@ class EndpointWorker:
             for value in values:
                 headers.add(key, value)
         headers["Content-Type"] = content_type
-        headers.setdefault("User-Agent", USER_AGENT)
         if ep.secret:
             headers[SIGNATURE_HEADER] = sign(ep.secret, body)
         started = time.perf_counter()

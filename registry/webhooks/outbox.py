@@ -149,11 +149,24 @@ def _segment_name(first_seq: int) -> str:
     return f"{first_seq:020d}{_SEG_SUFFIX}"
 
 
-def scan(path: Path, offset: int = 0) -> Iterator[tuple[Record | None, int]]:
+_SEQ_AT = len(b"00000000 {\"seq\":")
+
+
+def _peek_seq(line: bytes) -> int:
+    """The seq of a framed line without decoding it (-1 if it cannot be read)."""
+    end = line.find(b",", _SEQ_AT, _SEQ_AT + 24)
+    try:
+        return int(line[_SEQ_AT:end])
+    except ValueError:
+        return -1
+
+
+def scan(path: Path, offset: int = 0, after: int = 0) -> Iterator[tuple[Record | None, int]]:
     """(record, offset after it) for each complete line of a framed file from byte ``offset``.
 
-    A damaged complete line yields ``None`` (and is logged); a final line without
-    its newline (being written, or torn) ends the scan.
+    Lines with ``seq <= after`` yield ``None`` without being decoded (cheap
+    seeking by sequence number). A damaged line yields ``None`` too (and is
+    logged); a final line without its newline (being written, or torn) ends the scan.
     """
     try:
         fh = open(path, "rb")
@@ -165,6 +178,9 @@ def scan(path: Path, offset: int = 0) -> Iterator[tuple[Record | None, int]]:
             if not line.endswith(b"\n"):
                 return
             offset += len(line)
+            if after and 0 <= _peek_seq(line) <= after:
+                yield None, offset
+                continue
             record = Record.decode(line)
             if record is None:
                 log.error("outbox: skipping a damaged record in %s", path)
@@ -202,7 +218,7 @@ class LogReader:
                 if self._segment is None:
                     return out
             progressed = False
-            for record, end in scan(self._segment, self._offset):
+            for record, end in scan(self._segment, self._offset, self._after):
                 if record is not None and record.seq > self._after:
                     if upto is not None and record.seq > upto:
                         return out  # not committed yet: read it again next time

@@ -17,12 +17,13 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
+import queue
+import threading
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import aiohttp
 
@@ -48,10 +49,10 @@ class WebhookSink:
         self.outbox: Outbox | None = None
         self.workers: list[EndpointWorker] = []
         self._committed = 0
-        self._queue: list[tuple[list[dict[str, object]], asyncio.Future[None]]] = []
-        self._idle = asyncio.Event()  # no group commit in progress
-        self._idle.set()
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        # Batches for the writer thread: (events, the publisher's future); None stops the thread.
+        self._inbox: queue.SimpleQueue[tuple[list[dict[str, Any]], asyncio.Future[None]] | None] = \
+            queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._compactor: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -64,14 +65,7 @@ class WebhookSink:
 
     async def open(self) -> None:
         """Open the outbox (taking its lock), load every endpoint's state, start the workers."""
-        loop = asyncio.get_running_loop()
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="berth-outbox")
-        try:
-            self.outbox = await loop.run_in_executor(self._executor, Outbox, self.directory)
-        except BaseException:
-            self._executor.shutdown(wait=False)
-            raise
-        outbox = self.outbox
+        self.outbox = outbox = await asyncio.to_thread(Outbox, self.directory)
         self._committed = outbox.last_seq
         refs = self.config.events.includereferences
         self.workers = [EndpointWorker(ep, outbox, include_references=refs, committed=lambda: self._committed)
@@ -84,6 +78,9 @@ class WebhookSink:
         self._session = aiohttp.ClientSession(headers={"User-Agent": USER_AGENT})
         self._tasks = [asyncio.create_task(w.run(self._session), name=f"webhooks:{w.name}") for w in self.workers]
         self._compactor = asyncio.create_task(self._compact_loop(), name="webhooks:compact")
+        self._thread = threading.Thread(target=self._writer, args=(asyncio.get_running_loop(),),
+                                        name="berth-outbox", daemon=True)
+        self._thread.start()
         self._accepting = True
         log.info("webhooks: outbox %s open at seq %d; delivering to %s", self.directory, self._committed,
                  ", ".join(w.name for w in self.workers))
@@ -97,54 +94,62 @@ class WebhookSink:
         if not self._accepting:
             raise OutboxError("webhook outbox is closed")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((records, future))
-        if self._idle.is_set():
-            self._write_next()
+        self._inbox.put((records, future))
         await future
 
-    def _write_next(self) -> None:
-        """Hand everything queued to the writer thread as one group commit (one fdatasync)."""
-        assert self.outbox is not None and self._executor is not None
-        batch, self._queue = self._queue, []
-        events = [ev for records, _ in batch for ev in records]
-        self._idle.clear()
-        loop = asyncio.get_running_loop()
-        started = time.perf_counter()
-        done = self._executor.submit(self.outbox.append, events)
-        done.add_done_callback(lambda f: loop.call_soon_threadsafe(self._written, batch, f, started))
+    def _writer(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The writer thread: append everything queued as one group commit, report back, repeat."""
+        assert self.outbox is not None
+        while True:
+            item = self._inbox.get()
+            if item is None:
+                return
+            batch = [item]
+            stop = False
+            while True:
+                try:
+                    nxt = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            started = time.perf_counter()
+            try:
+                written = self.outbox.append([ev for records, _ in batch for ev in records])
+                error: Exception | None = None
+            except Exception as exc:  # reported to every publisher of the batch
+                written, error = [], exc
+            loop.call_soon_threadsafe(self._written, batch, written, error, time.perf_counter() - started)
+            if stop:
+                return
 
-    def _written(self, batch: list[tuple[list[dict[str, object]], asyncio.Future[None]]],
-                 done: "concurrent.futures.Future[list[Record]]", started: float) -> None:
-        """On the loop: resolve the batch's publishers, wake the workers, start the next batch."""
-        exc = done.exception()
-        if exc is not None:
-            log.error("webhooks: cannot write %d events to the outbox: %s", sum(len(r) for r, _ in batch), exc)
+    def _written(self, batch: list[tuple[list[dict[str, Any]], asyncio.Future[None]]], written: list[Record],
+                 error: Exception | None, seconds: float) -> None:
+        """On the loop: resolve the batch's publishers and wake the workers."""
+        if error is not None:
+            log.error("webhooks: cannot write %d events to the outbox: %s", sum(len(r) for r, _ in batch), error)
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(OutboxError(f"cannot record events: {exc}"))
-        else:
-            written = done.result()
-            metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
-            self._committed = written[-1].seq
-            for worker in self.workers:
-                worker.notify(written)
-            for _, future in batch:
-                if not future.done():
-                    future.set_result(None)
-        if self._queue:
-            self._write_next()
-        else:
-            self._idle.set()
+                    future.set_exception(OutboxError(f"cannot record events: {error}"))
+            return
+        metrics.PUBLISH_SECONDS.observe(seconds)
+        self._committed = written[-1].seq
+        for worker in self.workers:
+            worker.notify(written)
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)
 
     async def _compact_loop(self) -> None:
         assert self.outbox is not None
-        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(COMPACT_INTERVAL)
             floor = min((w.persisted_cursor for w in self.workers), default=self._committed)
             try:
-                removed = await loop.run_in_executor(self._executor, self.outbox.compact, floor,
-                                                     self.config.retention)
+                # Safe next to the writer thread: the active (newest) segment is never removed.
+                removed = await asyncio.to_thread(self.outbox.compact, floor, self.config.retention)
                 if removed:
                     log.info("webhooks: removed %d delivered outbox segments", removed)
             except OSError as exc:
@@ -154,7 +159,10 @@ class WebhookSink:
         """Stop accepting, deliver what can be delivered within ``timeout``, persist, release the outbox."""
         self._accepting = False
         deadline = self.config.draintimeout if timeout is None else timeout
-        await self._idle.wait()
+        if self._thread is not None:
+            self._inbox.put(None)  # after the batches already queued
+            await asyncio.to_thread(self._thread.join)
+            await asyncio.sleep(0)  # let the writer's last report run
         if self._compactor is not None:
             self._compactor.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -174,9 +182,8 @@ class WebhookSink:
             await worker.save()
         if self._session is not None:
             await self._session.close()
-        if self.outbox is not None and self._executor is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self.outbox.close)
-            self._executor.shutdown(wait=False)
+        if self.outbox is not None:
+            await asyncio.to_thread(self.outbox.close)
         pending = {w.name: w.pending for w in self.workers if w.pending}
         if pending:
             log.warning("webhooks: stopped with undelivered events (sent after restart): %s", pending)

@@ -143,3 +143,14 @@ def test_dead_letters_and_replay_files(tmp_path: Path) -> None:
     assert not any(p.name.endswith(".tmp") for p in box.endpoint_path("e").rglob("*"))
     box.close()
 
+
+
+def test_records_are_found_by_seq_without_decoding_the_ones_before(tmp_path: Path) -> None:
+    from registry.webhooks.outbox import _peek_seq
+
+    assert _peek_seq(Record(4711, 1.5, ev(1)).encode()) == 4711
+    assert _peek_seq(b"garbage\n") == -1
+    box = Outbox(tmp_path)
+    box.append([ev(n) for n in range(1, 101)])
+    assert [r.seq for r in box.records(97)] == [98, 99, 100]
+    box.close()

@@ -376,3 +376,30 @@ async def test_lagging_worker_falls_back_from_memory_to_the_log(
     await sink.close()
     await slow.stop()
     assert [d.event["id"] for d in got] == [e.id for e in events]
+
+
+async def test_worker_survives_an_io_error_and_resumes(receiver: Receiver, sink_factory: SinkFactory,
+                                                       tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    receiver.down = True
+    sink = sink_factory([ep(receiver, maxretryage="200ms")])
+    await sink.open()
+    blocker = tmp_path / "outbox" / "endpoints" / "r" / "deadletter.jsonl"
+    await asyncio.to_thread(blocker.mkdir, parents=True)  # dead-lettering now fails with an OSError
+    events = [make_event(), make_event()]
+    await sink.publish(events)
+
+    async def failed_loop() -> bool:
+        return "delivery loop failed" in caplog.text
+
+    await wait_until(failed_loop)
+    assert not sink._tasks[0].done()
+    await asyncio.to_thread(blocker.rmdir)
+
+    async def dead() -> bool:
+        return (await status(sink)).deadlettered == 2
+
+    await wait_until(dead)
+    st = await status(sink)
+    await sink.close()
+    assert [e["event"]["id"] for e in sink.outbox.dead_letters("r")] == [e.id for e in events]  # type: ignore[union-attr]
+    assert st.pending == 0
