@@ -18,6 +18,7 @@ from registry.webhooks import WEBHOOKS, setup, verify
 from tests.webhooks.receiver import Receiver
 
 ClientFactory = Callable[..., Any]
+Client = TestClient[web.Request, web.Application]
 
 
 def sha256(data: bytes) -> str:
@@ -43,7 +44,7 @@ def berth_app(config: Config) -> web.Application:
     return app
 
 
-async def push_blob(client: TestClient[web.Request, web.Application], name: str, data: bytes) -> str:
+async def push_blob(client: Client, name: str, data: bytes) -> str:
     resp = await client.post(f"/v2/{name}/blobs/uploads/")
     assert resp.status == 202, await resp.text()
     location = str(URL(resp.headers["Location"]).relative())
@@ -53,7 +54,7 @@ async def push_blob(client: TestClient[web.Request, web.Application], name: str,
     return sha256(data)
 
 
-async def push_image(client: TestClient[web.Request, web.Application], name: str, tag: str) -> tuple[bytes, bytes, bytes]:
+async def push_image(client: Client, name: str, tag: str) -> tuple[bytes, bytes, bytes]:
     layer = b"layer-bytes" * 100
     config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers",
                                                                             "diff_ids": [sha256(layer)]}}).encode()
