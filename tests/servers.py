@@ -91,6 +91,7 @@ class Server:
     env: dict[str, str]
     ready_path: str = "/v2/"
     scheme: str = "http"
+    credentials: tuple[str, str] | None = None
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
     config_path: Path = field(init=False)
@@ -326,6 +327,7 @@ class Dockerd:
     proc: subprocess.Popen[bytes]
     env: dict[str, str]
     log_path: Path
+    logged_in: set[str] = field(default_factory=set)
 
     @property
     def pid(self) -> int:
@@ -337,7 +339,9 @@ class Dockerd:
         """The daemon's unix socket."""
         return self.runtime_dir / "docker.sock"
 
-    def docker(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def docker(
+        self, *args: str, timeout: float = 300, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run the docker CLI against this daemon; raise with its output if it fails and ``check``."""
         docker = require_tool("docker")
         result = subprocess.run(
@@ -347,11 +351,21 @@ class Dockerd:
             text=True,
             timeout=timeout,
             check=False,
+            input=stdin,
         )
         if check and result.returncode != 0:
             raise subprocess.CalledProcessError(
                 result.returncode, result.args, result.stdout, f"{result.stderr}\n--- dockerd log:\n{log_tail(self.log_path, 2000)}"
             )
+        return result
+
+    def login(self, host: str, username: str, password: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``docker login`` to ``host`` (once per host unless it fails); the CLI keeps it in DOCKER_CONFIG."""
+        if host in self.logged_in and check:
+            return subprocess.CompletedProcess([], 0, "", "")
+        result = self.docker("login", "-u", username, "--password-stdin", host, stdin=password, check=check)
+        if result.returncode == 0:
+            self.logged_in.add(host)
         return result
 
     def stop(self) -> None:
@@ -507,3 +521,69 @@ def storage_config(backend: str, workdir: Path, s3: Any = None, **extra: Any) ->
             raise ValueError("the s3 backend needs a running tests.s3server.SeaweedFS")
         return s3_config(s3, f"{Path(workdir).name}-{os.getpid()}", **extra)
     raise ValueError(f"unknown storage backend {backend!r}")
+
+
+# Authentication modes ------------------------------------------------------------------------
+
+AUTH_USER = "berth-tester"
+AUTH_PASSWORD = "correct horse battery staple"
+AUTH_MODES = ("none", "htpasswd", "token")
+
+
+def enabled_auth_modes() -> list[str]:
+    """Auth modes to parametrize the real-client suite over: ``$BERTH_TEST_AUTH`` or all."""
+    raw = os.environ.get("BERTH_TEST_AUTH", "")
+    modes = [m.strip() for m in raw.split(",") if m.strip()] or list(AUTH_MODES)
+    unknown = set(modes) - set(AUTH_MODES)
+    if unknown:
+        raise ValueError(f"BERTH_TEST_AUTH names unknown auth modes {sorted(unknown)}")
+    return modes
+
+
+def auth_matrix() -> list[tuple[str, str, str]]:
+    """(kind, backend, auth) runs: every server pair without auth; htpasswd on both kinds and
+    Berth's own token service, on the filesystem backend (auth is independent of storage)."""
+    runs = [(kind, backend, "none") for kind, backend in server_matrix()] if "none" in enabled_auth_modes() else []
+    for mode in enabled_auth_modes():
+        if mode == "none":
+            continue
+        for kind in enabled_kinds():
+            if mode == "token" and kind == "reference":
+                continue  # Distribution needs an external token issuer; Berth's own service is tested
+            if "filesystem" in enabled_backends():
+                runs.append((kind, "filesystem", mode))
+    return runs
+
+
+def write_htpasswd(path: Path, users: dict[str, str], cost: int = 5) -> Path:
+    """A bcrypt htpasswd file both registries read (low cost: every Basic request verifies it)."""
+    import bcrypt
+
+    lines = []
+    for user, password in users.items():
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(cost)).decode()
+        lines.append(f"{user}:{hashed}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def auth_config(mode: str, kind: str, workdir: Path) -> tuple[dict[str, Any], tuple[str, str] | None]:
+    """(config overlay, credentials) for ``mode`` on a ``kind`` server; files go under ``workdir``."""
+    if mode == "none":
+        return {}, None
+    workdir.mkdir(parents=True, exist_ok=True)
+    htpasswd = write_htpasswd(workdir / "htpasswd", {AUTH_USER: AUTH_PASSWORD, "other-user": "other-password"})
+    creds = (AUTH_USER, AUTH_PASSWORD)
+    if mode == "htpasswd":
+        auth: dict[str, Any] = {"htpasswd": {"realm": "berth-tests", "path": str(htpasswd)}}
+        if kind == "berth":
+            auth["loginlimit"] = {"failures": 0}  # negative tests must not lock the suite out
+        return {"auth": auth}, creds
+    if mode == "token":
+        if kind != "berth":
+            raise ValueError("token mode needs Berth's built-in token service")
+        key = workdir / "token-signing-key.pem"
+        auth = {"token": {"signingkey": str(key), "htpasswd": str(htpasswd)}, "loginlimit": {"failures": 0}}
+        return {"auth": auth}, creds
+    raise ValueError(f"unknown auth mode {mode!r}")

@@ -25,10 +25,16 @@ class ToolFailed(AssertionError):
     """A tool exited non-zero; the message holds its command line and output."""
 
 
-def run_tool(argv: list[str], env: dict[str, str] | None = None, timeout: float = TOOL_TIMEOUT, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_tool(
+    argv: list[str],
+    env: dict[str, str] | None = None,
+    timeout: float = TOOL_TIMEOUT,
+    check: bool = True,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run a command with a timeout; raise :class:`ToolFailed` with its output if it fails."""
     started = time.monotonic()
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, check=False, input=stdin)
     if check and result.returncode != 0:
         took = time.monotonic() - started
         raise ToolFailed(
@@ -54,19 +60,31 @@ class Skopeo:
 
     workdir: Path
     binary: str = field(default_factory=lambda: require_tool("skopeo"))
+    logged_in: set[str] = field(default_factory=set)
 
     @property
     def auth_file(self) -> Path:
         """containers-auth.json used for every call."""
         return self.workdir / "skopeo-auth.json"
 
-    def run(self, *args: str, timeout: float = TOOL_TIMEOUT, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, timeout: float = TOOL_TIMEOUT, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """``skopeo ARGS`` (the caller adds the TLS flags)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.auth_file.exists():
             self.auth_file.write_text(json.dumps({"auths": {}}))
         env = dict(os.environ, REGISTRY_AUTH_FILE=str(self.auth_file))
-        return run_tool([self.binary, *args], env=env, timeout=timeout, check=check)
+        return run_tool([self.binary, *args], env=env, timeout=timeout, check=check, stdin=stdin)
+
+    def login(self, host: str, username: str, password: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``skopeo login`` (once per host unless it fails)."""
+        if host in self.logged_in and check:
+            return subprocess.CompletedProcess([], 0, "", "")
+        result = self.run("login", "--tls-verify=false", "-u", username, "--password-stdin", host, stdin=password, check=check)
+        if result.returncode == 0:
+            self.logged_in.add(host)
+        return result
 
     def copy(
         self, src: str, dest: str, *extra: str, all_images: bool = False, preserve_digests: bool = True
@@ -105,6 +123,7 @@ class ContainersTool:
     name: str
     workdir: Path
     binary: str = ""
+    logged_in: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.binary = self.binary or require_tool(self.name)
@@ -117,7 +136,18 @@ class ContainersTool:
         """containers-auth.json used for every call."""
         return self.workdir / "auth.json"
 
-    def run(self, *args: str, timeout: float = TOOL_TIMEOUT, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def login(self, host: str, username: str, password: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """``TOOL login`` (once per host unless it fails)."""
+        if host in self.logged_in and check:
+            return subprocess.CompletedProcess([], 0, "", "")
+        result = self.run("login", "--tls-verify=false", "-u", username, "--password-stdin", host, stdin=password, check=check)
+        if result.returncode == 0:
+            self.logged_in.add(host)
+        return result
+
+    def run(
+        self, *args: str, timeout: float = TOOL_TIMEOUT, check: bool = True, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """``TOOL --root ... --runroot ... --storage-driver vfs ARGS``."""
         if not self.auth_file.exists():
             self.auth_file.write_text(json.dumps({"auths": {}}))
@@ -129,7 +159,7 @@ class ContainersTool:
             "--storage-driver", "vfs",
             *args,
         ]
-        return run_tool(argv, env=env, timeout=timeout, check=check)
+        return run_tool(argv, env=env, timeout=timeout, check=check, stdin=stdin)
 
     def image_field(self, ref: str, template: str) -> str:
         """``TOOL inspect`` of a local image, formatted with a Go template."""

@@ -46,9 +46,10 @@ def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 
 @pytest.mark.parametrize("which", ["three-layer", "multi-arch"])
 def test_berth_to_reference_to_berth(
-    pair: tuple[Server, Server], skopeo: Skopeo, images: ImageSet, tmp_path: Path, which: str
+    pair: tuple[Server, Server], skopeo_tool: Skopeo, images: ImageSet, tmp_path: Path, which: str
 ) -> None:
     berth, reference = pair
+    skopeo = skopeo_tool
     source = images.three_layer if which == "three-layer" else images.multi_arch
     expected = source.manifest_digest
     multi = which == "multi-arch"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
+import re
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +20,35 @@ from tests.tools import require_oras
 pytestmark = [pytest.mark.realclient]
 
 
-def _oras_client(registry: Server) -> Any:
+def _oras_client(registry: Server, repo: str) -> Any:
+    """An oras client for ``registry`` with the credentials it needs for pushing to ``repo``.
+
+    htpasswd: oras's Basic backend (its token backend would take the Basic realm for a URL).
+    token: a pull+push token fetched up front from the challenge's realm, because oras-py keeps
+    its first token (a pull-only one) and only refreshes after a 403, while registries answer
+    a token without the needed scope with 401 insufficient_scope (as the token spec says).
+    Not ``client.login()`` in either case: that writes the password into ~/.docker/config.json.
+    """
     oras_client = require_oras()
-    client = oras_client.OrasClient(hostname=registry.addr, insecure=True)
-    creds = getattr(registry, "credentials", None)
-    if creds:
-        client.login(username=creds[0], password=creds[1], hostname=registry.addr, insecure=True)
+    auth = registry.config.get("auth", {})
+    backend = "basic" if "htpasswd" in auth else "token"
+    client = oras_client.OrasClient(hostname=registry.addr, insecure=True, auth_backend=backend)
+    if registry.credentials:
+        client.auth.set_basic_auth(*registry.credentials)
+    if "token" in auth:
+        challenge = RegistryHTTP(registry.url).request("GET", "/v2/").headers["www-authenticate"]
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        query = urllib.parse.urlencode({"service": params["service"], "scope": f"repository:{repo}:pull,push"})
+        assert registry.credentials is not None
+        token_http = RegistryHTTP(params["realm"], *registry.credentials)
+        answer = token_http.request("GET", f"{params['realm']}?{query}", {"Authorization": _basic(*registry.credentials)})
+        assert answer.status == 200, answer.body
+        client.auth.set_token_auth(answer.json()["token"])
     return client
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def _write_seeded(path: Path, size: int, seed: int) -> str:
@@ -53,12 +78,14 @@ def test_push_and_pull_artifact(
     monkeypatch.chdir(tmp_path)  # oras only pushes files below the working directory
     artifact = tmp_path / "artifact.bin"
     digest = _write_seeded(artifact, size, seed=size)
-    client = _oras_client(registry)
+    client = _oras_client(registry, repo)
     target = f"{registry.addr}/{repo}:art"
     kwargs: dict[str, Any] = {"files": [artifact.name], "do_chunked": chunked}
     if chunked:
         kwargs["chunk_size"] = chunk_size
-    response = client.push(target, **kwargs)
+    empty_config = tmp_path / "docker-config.json"
+    empty_config.write_text('{"auths": {}}')
+    response = client.push(target, config_path=str(empty_config), **kwargs)
     assert response.status_code == 201, response.text
 
     verified = verify_image(http, repo, "art", expect_digest=response.headers["Docker-Content-Digest"])
@@ -67,6 +94,6 @@ def test_push_and_pull_artifact(
     assert layer["annotations"]["org.opencontainers.image.title"] == artifact.name
 
     outdir = tmp_path / "pulled"
-    pulled = client.pull(target, outdir=str(outdir))
+    pulled = client.pull(target, config_path=str(empty_config), outdir=str(outdir))
     assert [os.path.basename(p) for p in pulled] == [artifact.name]
     assert file_digest(Path(pulled[0])) == digest
