@@ -1,0 +1,1 @@
+"""conformance suite (see docs/testing.md)."""

@@ -1,0 +1,1 @@
+"""interop suite (see docs/testing.md)."""

@@ -1,0 +1,1 @@
+"""realclients suite (see docs/testing.md)."""
