@@ -421,7 +421,9 @@ class Registry:
             if not await self.driver.exists(layout.revision_link(name, digest)):
                 raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"digest": reference})
         else:
-            check_tag(reference)
+            if not is_valid_tag(reference):
+                # No such tag can exist; the conformance suite expects 404 here, not 400.
+                raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"tag": reference[:200]})
             digest = await self.resolve_tag(name, reference)
         try:
             data = await self.driver.get_content(layout.blob_data(digest))

@@ -7,21 +7,16 @@ for it alone, so a fix there (or a regression in Berth) shows up as a test resul
 
 from __future__ import annotations
 
-import sys
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tests.conformance.spec import SpecData, build_spec_data  # noqa: E402
-from tests.realclients.checks import RegistryHTTP, http_for  # noqa: E402
-from tests.s3server import seaweedfs_fixture  # noqa: E402
-from tests.servers import Server, server_matrix, start_registry, storage_config  # noqa: E402
+from tests.conformance.spec import SpecData, build_spec_data
+from tests.realclients.checks import RegistryHTTP, http_for
+from tests.s3server import seaweedfs_fixture
+from tests.servers import Server, server_matrix, start_registry, storage_config
 
 REFERENCE_KNOWN_FAILURES: dict[str, str] = {
     "out_of_order_chunk": "Distribution 2.8 ignores Content-Range and accepts an out-of-order chunk (202, not 416)",
@@ -40,17 +35,14 @@ REFERENCE_S3_KNOWN_FAILURES: dict[str, str] = {
 }
 
 # Checks Berth fails today, each reported to the server's owner; strict, so a fix shows up as XPASS.
-BERTH_KNOWN_FAILURES: dict[str, str] = {
-    "invalid_tag_404": "Berth answers HEAD/GET of the malformed tag .INVALID_MANIFEST_NAME with 400 TAG_INVALID; "
-    "the conformance suite expects 404",
-}
+BERTH_KNOWN_FAILURES: dict[str, str] = {}
 
 s3_server = seaweedfs_fixture()
 """One SeaweedFS for the session, started only when an s3 parameter runs."""
 
 
 def _params() -> list[object]:
-    params = []
+    params: list[object] = []
     for kind, backend in server_matrix():
         marks = [pytest.mark.interop] if kind == "reference" else []
         if backend == "s3":

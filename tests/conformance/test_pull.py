@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -59,8 +59,7 @@ def test_get_existing_blob_is_200(http: RegistryHTTP, pulled: str, spec: SpecDat
     assert resp.body == spec.configs[0].data
 
 
-def test_head_nonexistent_manifest_is_404(http: RegistryHTTP, pulled: str, known_failure: Callable[[str], None]) -> None:
-    known_failure("invalid_tag_404")
+def test_head_nonexistent_manifest_is_404(http: RegistryHTTP, pulled: str) -> None:
     assert http.head_manifest(pulled, NONEXISTENT_MANIFEST).status == 404
 
 
@@ -77,8 +76,7 @@ def test_head_manifest_by_tag_is_200(http: RegistryHTTP, pulled: str, spec: Spec
     assert resp.headers.get("docker-content-digest", spec.manifests[0].digest) == spec.manifests[0].digest
 
 
-def test_get_nonexistent_manifest_is_404(http: RegistryHTTP, pulled: str, known_failure: Callable[[str], None]) -> None:
-    known_failure("invalid_tag_404")
+def test_get_nonexistent_manifest_is_404(http: RegistryHTTP, pulled: str) -> None:
     assert http.get_manifest(pulled, NONEXISTENT_MANIFEST).status == 404
 
 
