@@ -21,9 +21,11 @@ Every log and replay line is ``<crc32 hex> <json>\\n`` where the JSON is
 
 Guarantees:
 
-* :meth:`Outbox.append` returns only after the records are written and
-  ``fdatasync``'d: an event acknowledged to a caller survives SIGKILL and
-  power loss. Sequence numbers increase by one per record, across segments.
+* :meth:`Outbox.append` returns only after the records are on disk (the
+  active segment is opened ``O_DSYNC``: each write returns once its data and
+  the file size are durable, like write + ``fdatasync`` in one system call):
+  an event acknowledged to a caller survives SIGKILL and power loss.
+  Sequence numbers increase by one per record, across segments.
 * A torn tail (a crash mid-write) is truncated when the owner opens the
   outbox; nothing before it is lost. A damaged line elsewhere is skipped and
   logged, never fatal.
@@ -52,6 +54,8 @@ log = logging.getLogger("berth.webhooks")
 SEGMENT_BYTES = 8 << 20
 READ_BATCH = 256
 _SEG_SUFFIX = ".log"
+# Synchronous data writes: one system call (and one GIL release) per group commit instead of two.
+_SEGMENT_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_DSYNC
 
 
 class OutboxError(RuntimeError):
@@ -289,11 +293,11 @@ class Outbox:
         self._last_seq = records[-1].seq if records else first - 1
         self._active = path
         self._size = valid
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self._fd = os.open(path, _SEGMENT_FLAGS)
 
     def _create_segment(self, first_seq: int) -> None:
         path = self._log_dir / _segment_name(first_seq)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(path, _SEGMENT_FLAGS | os.O_CREAT, 0o644)
         _fsync_dir(self._log_dir)
         if self._fd is not None:
             os.close(self._fd)
@@ -306,7 +310,7 @@ class Outbox:
         return self._last_seq
 
     def append(self, events: list[dict[str, Any]], queued: float | None = None) -> list[Record]:
-        """Append events as records and fdatasync; return them with their sequence numbers."""
+        """Append events as records, durably; return them with their sequence numbers."""
         if self._fd is None:
             raise OutboxError("outbox is closed")
         when = time.time() if queued is None else queued
@@ -315,8 +319,7 @@ class Outbox:
         if self._size and self._size + len(data) > self.segment_bytes:
             self._create_segment(self._last_seq + 1)
         try:
-            _write_all(self._fd, data)
-            os.fdatasync(self._fd)
+            _write_all(self._fd, data)  # O_DSYNC: durable when the write returns
         except OSError:
             # Leave no partial record behind for the next append to follow.
             try:
