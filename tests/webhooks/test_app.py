@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from pathlib import Path
@@ -137,9 +138,13 @@ async def test_admin_endpoint_reports_per_endpoint_status(tmp_path: Path, receiv
     client = await aiohttp_client(berth_app(config))
     await push_blob(client, "lib/app", b"x")
     await receiver.wait_for(1)
-    resp = await client.get("/admin/webhooks")
-    assert resp.status == 200
-    doc = await resp.json()
+    for _ in range(200):  # the worker handles the answer just after the receiver sent it
+        resp = await client.get("/admin/webhooks")
+        assert resp.status == 200
+        doc = await resp.json()
+        if doc["endpoints"][0]["delivered"] == 1:
+            break
+        await asyncio.sleep(0.02)
     by_name = {e["name"]: e for e in doc["endpoints"]}
     ci = by_name["ci"]
     assert (ci["pending"], ci["delivered"], ci["failed"], ci["deadlettered"]) == (0, 1, 1, 0)

@@ -88,8 +88,8 @@ async def test_failures_are_retried_without_reordering(receiver: Receiver, sink_
     events = [make_event() for _ in range(5)]
     await sink.publish(events)
     got = await receiver.wait_for(5)
+    await sink.close()  # the last answer has been handled
     st = await status(sink)
-    await sink.close()
     assert [d.event["id"] for d in got] == [e.id for e in events]
     assert [d.event["id"] for d in receiver.requests[:4]] == [events[0].id] * 4  # same id on every retry
     assert st.failed == 3 and st.delivered == 5 and st.pending == 0
@@ -310,8 +310,8 @@ async def test_new_endpoint_starts_with_new_events_and_disabled_gets_nothing(
     await sink.publish([new])
     await a.wait_for(2)
     await b.wait_for(1)
-    statuses = {s.name: s for s in await sink.status()}
     await sink.close()
+    statuses = {s.name: s for s in await sink.status()}
     assert a.ids() == [old.id, new.id]
     assert b.ids() == [new.id]
     assert statuses["b"].delivered == 1
@@ -403,3 +403,26 @@ async def test_worker_survives_an_io_error_and_resumes(receiver: Receiver, sink_
     await sink.close()
     assert [e["event"]["id"] for e in sink.outbox.dead_letters("r")] == [e.id for e in events]  # type: ignore[union-attr]
     assert st.pending == 0
+
+
+async def test_prometheus_counters_follow_deliveries(receiver: Receiver, sink_factory: SinkFactory) -> None:
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    name = "metrics-check"
+    before = {o: sample("berth_webhooks_events_total", endpoint=name, outcome=o)
+              for o in ("queued", "delivered", "filtered")}
+    failed_before = sample("berth_webhooks_attempts_failed_total", endpoint=name)
+    receiver.fail_next = 1
+    sink = sink_factory([ep(receiver, name=name, ignore={"actions": ["delete"]})])
+    await sink.open()
+    await sink.publish([make_event(), make_event("delete"), make_event()])
+    await receiver.wait_for(2)
+    await sink.close()
+    assert sample("berth_webhooks_pending", endpoint=name) == 0
+    assert sample("berth_webhooks_events_total", endpoint=name, outcome="queued") - before["queued"] == 2
+    assert sample("berth_webhooks_events_total", endpoint=name, outcome="delivered") - before["delivered"] == 2
+    assert sample("berth_webhooks_events_total", endpoint=name, outcome="filtered") - before["filtered"] == 1
+    assert sample("berth_webhooks_attempts_failed_total", endpoint=name) - failed_before == 1
+    assert sample("berth_webhooks_responses_total", endpoint=name, code="503") >= 1
+    assert sample("berth_webhooks_last_success_timestamp_seconds", endpoint=name) > 0
