@@ -34,12 +34,27 @@ def build_parser() -> argparse.ArgumentParser:
     from registry.maintenance.cli import add_commands as add_maintenance_commands
 
     add_maintenance_commands(sub)  # gc, du
+
+    from registry.webhooks.cli import add_parsers as add_webhook_parsers
+
+    hooks = sub.add_parser("webhooks", help="inspect and replay webhook deliveries")
+    add_webhook_parsers(hooks.add_subparsers(dest="webhooks_command", required=True, metavar="ACTION"))
+    hooks.set_defaults(takes_output=True)
+
+    from registry.client.cli import add_client_commands
+
+    add_client_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    client_func = getattr(args, "client_func", None)
+    if client_func is not None:
+        return int(client_func(args))
+    if getattr(args, "takes_output", False):
+        return int(args.func(args, sys.stdout))
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
         parser.print_help()
@@ -52,8 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except OSError as exc:
-        print(f"berth: {exc.strerror or exc}", file=sys.stderr)
+        print(f"berth: {exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # unusable files named by the config (keys, htpasswd, policy)
+        print(f"berth: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
