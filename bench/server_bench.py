@@ -29,15 +29,15 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import struct
 import sys
 import tempfile
 import time
 import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import aiohttp
 
@@ -45,7 +45,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.servers import Server, deep_merge, s3_config, filesystem_config, start_registry  # noqa: E402
+from tests.servers import (
+    Server,
+    deep_merge,
+    filesystem_config,
+    s3_config,
+    start_registry,
+)
 
 MiB = 1 << 20
 BLOCK = MiB
@@ -286,7 +292,7 @@ async def bench_big_blob(reg: Registry, result: ServerResult, sizes: Sizes, nonc
     mb = sizes.big_blob / 1e6
     label = f"{sizes.big_blob // MiB} MiB"
     content = Content(nonce, sizes.big_blob)
-    content.digest  # hash before the clock starts
+    _ = content.digest  # hash before the clock starts
     took = await _timed(reg.push_monolithic("bench/big", content))
     result.add(f"{label} blob, monolithic push", mb / took, "MB/s")
     received = 0
@@ -300,7 +306,7 @@ async def bench_big_blob(reg: Registry, result: ServerResult, sizes: Sizes, nonc
     result.add(f"{label} blob, pull", mb / took, "MB/s")
 
     chunked = Content(nonce + 1, sizes.big_blob)
-    chunked.digest
+    _ = chunked.digest
     took = await _timed(reg.push_chunked("bench/chunked", chunked, sizes.chunk))
     result.add(f"{label} blob, push in {sizes.chunk // MiB} MiB chunks", mb / took, "MB/s")
 
@@ -453,9 +459,12 @@ def markdown(results: list[ServerResult], sizes: Sizes, backend: str) -> str:
     names = [r.name for r in results]
     ratio = "berth" in names and "reference" in names
     header = ["figure", *names] + (["berth / reference"] if ratio else [])
-    lines = [
+    title = (
         f"Registry server benchmark — backend `{backend}`, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M:%S')}"
+    )
+    lines = [
+        title,
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
@@ -468,20 +477,20 @@ def markdown(results: list[ServerResult], sizes: Sizes, backend: str) -> str:
                 order.append(f.name)
     for figure_name in order:
         cells = [figure_name]
-        unit = ""
         better_high = True
         for name in names:
             fig = by_name[name].get(figure_name)
             cells.append(f"{fig.value:,.1f} {fig.unit}" if fig else "—")
             if fig:
-                unit, better_high = fig.unit, fig.higher_is_better
+                better_high = fig.higher_is_better
         if ratio:
-            b, r = by_name["berth"].get(figure_name), by_name["reference"].get(figure_name)
-            if b and r and r.value:
-                cells.append(f"{b.value / r.value:.2f}x ({'higher' if better_high else 'lower'} is better)")
+            berth_fig = by_name["berth"].get(figure_name)
+            reference_fig = by_name["reference"].get(figure_name)
+            if berth_fig and reference_fig and reference_fig.value:
+                direction = "higher" if better_high else "lower"
+                cells.append(f"{berth_fig.value / reference_fig.value:.2f}x ({direction} is better)")
             else:
                 cells.append("—")
-        del unit
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Sizes: `{json.dumps(asdict(sizes))}`",
               "Client and servers share the machine's cores; every figure runs on one server at a time."]

@@ -19,9 +19,10 @@ import random
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -170,28 +171,27 @@ def write_layer(layout: Path, workdir: Path, size: int, seed: int, prefix: str) 
     """Write one gzip layer of about ``size`` payload bytes; (blob, diff_id, uncompressed tar path)."""
     workdir.mkdir(parents=True, exist_ok=True)
     tar_path = workdir / f"{prefix}-{seed}.tar"
-    with open(tar_path, "wb") as raw:
-        with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            tar.addfile(_tarinfo(f"{prefix}", tarfile.DIRTYPE, 0))
-            left, index = size, 0
-            while left > 0 or index == 0:
-                part = min(left, MAX_FILE)
-                info = _tarinfo(f"{prefix}/data-{index:04d}.bin", tarfile.REGTYPE, part)
-                tar.addfile(info, SeededStream(seed * 1000 + index, part))  # type: ignore[arg-type]
-                left -= part
-                index += 1
-            marker = f"seed={seed} size={size}\n".encode()
-            info = _tarinfo(f"{prefix}/MANIFEST.txt", tarfile.REGTYPE, len(marker))
-            tar.addfile(info, _BytesReader(marker))  # type: ignore[arg-type]
+    with open(tar_path, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        tar.addfile(_tarinfo(f"{prefix}", tarfile.DIRTYPE, 0))
+        left, index = size, 0
+        while left > 0 or index == 0:
+            part = min(left, MAX_FILE)
+            info = _tarinfo(f"{prefix}/data-{index:04d}.bin", tarfile.REGTYPE, part)
+            tar.addfile(info, SeededStream(seed * 1000 + index, part))
+            left -= part
+            index += 1
+        marker = f"seed={seed} size={size}\n".encode()
+        info = _tarinfo(f"{prefix}/MANIFEST.txt", tarfile.REGTYPE, len(marker))
+        tar.addfile(info, _BytesReader(marker))
     diff_id = _file_sha256(tar_path)
     blobs = layout / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
     tmp = blobs / f".tmp-{prefix}-{seed}"
     with open(tmp, "wb") as raw:
         writer = _HashingWriter(raw)
-        with gzip.GzipFile(filename="", mode="wb", fileobj=writer, mtime=0, compresslevel=1) as gz:  # type: ignore[arg-type]
-            with open(tar_path, "rb") as src:
-                shutil.copyfileobj(src, gz, CHUNK)
+        gz = gzip.GzipFile(filename="", mode="wb", fileobj=writer, mtime=0, compresslevel=1)
+        with gz, open(tar_path, "rb") as src:
+            shutil.copyfileobj(src, gz, CHUNK)
     digest = "sha256:" + writer.sha.hexdigest()
     final = blobs / digest.split(":", 1)[1]
     tmp.replace(final)
@@ -308,7 +308,7 @@ def write_docker_archive(path: Path, image: BuiltImage, layer_tars: list[Path], 
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    tar.addfile(_tarinfo(name, tarfile.REGTYPE, len(data)), _BytesReader(data))  # type: ignore[arg-type]
+    tar.addfile(_tarinfo(name, tarfile.REGTYPE, len(data)), _BytesReader(data))
 
 
 def build_index(dest: Path, name: str, arches: list[str], layer_size: int, seed: int, tag: str = "latest") -> BuiltIndex:

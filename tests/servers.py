@@ -20,9 +20,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Self
 
 import yaml
 
@@ -154,7 +155,7 @@ class Server:
         fs = self.config.get("storage", {}).get("filesystem")
         return Path(fs["rootdirectory"]) if fs else None
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         """Start on the configured port, or on a fresh free port if it is taken; wait until ready."""
         last_error: Exception | None = None
         keep_port = self.port != 0
@@ -175,7 +176,7 @@ class Server:
         raise ServerError(f"{self.kind} did not start: {last_error}")
 
     def _spawn(self) -> None:
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes to it until stop() closes it
         self._log_handles.append(log)
         log.write(f"\n--- start {' '.join(self.argv)} on {self.addr}\n".encode())
         log.flush()
@@ -233,7 +234,7 @@ class Server:
         """SIGKILL the process and reap it."""
         return self._terminate(signal.SIGKILL)
 
-    def restart(self) -> "Server":
+    def restart(self) -> Server:
         """Stop and start again on the same port and storage."""
         self.stop()
         return self.start()
@@ -242,7 +243,7 @@ class Server:
         """Everything the server logged so far."""
         return log_tail(self.log_path, limit=1 << 30)
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -433,7 +434,7 @@ def start_dockerd(workdir: Path | str, timeout: float = 60.0) -> Dockerd:
         "--pidfile", str(runtime_dir / "docker.pid"),
         "-H", f"unix://{runtime_dir / 'docker.sock'}",
     ]
-    log = open(log_path, "ab")
+    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed right after the spawn
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
     proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()

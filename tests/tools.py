@@ -18,10 +18,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator
-from contextlib import contextmanager
 
 # Tool (executable name) -> Debian package that ships it.
 TOOL_PACKAGES: dict[str, str] = {
@@ -158,21 +158,20 @@ def _apt(args: list[str]) -> subprocess.CompletedProcess[str]:
 
 @contextmanager
 def _apt_lock() -> Iterator[None]:
-    with _thread_lock:
-        with open(APT_LOCK_FILE, "a+") as handle:
-            deadline = time.monotonic() + APT_LOCK_TIMEOUT
-            while True:
-                try:
-                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise ToolUnavailable(f"timed out waiting for {APT_LOCK_FILE}") from None
-                    time.sleep(0.5)
+    with _thread_lock, open(APT_LOCK_FILE, "a+") as handle:
+        deadline = time.monotonic() + APT_LOCK_TIMEOUT
+        while True:
             try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ToolUnavailable(f"timed out waiting for {APT_LOCK_FILE}") from None
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def require_tools(names: list[str]) -> dict[str, str]:

@@ -130,12 +130,12 @@ def build_spec_data(run_id: str | None = None) -> SpecData:
         }
         data.configs.append(Content(pretty(config), OCI_CONFIG))
     for i in range(WORKFLOWS):
-        config = data.configs[i]
+        config_blob = data.configs[i]
         manifest = {
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
-            "config": config.descriptor(
-                data=base64.b64encode(config.data).decode(),
+            "config": config_blob.descriptor(
+                data=base64.b64encode(config_blob.data).decode(),
                 newUnspecifiedField=base64.b64encode(b"hello world").decode(),
             ),
             "layers": [data.layer.descriptor()],

@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pytest
 
 from tests.conformance.spec import (
-    ARTIFACT_TYPE_A,
     ANNOTATION_KEY,
+    ARTIFACT_TYPE_A,
     DUMMY_DIGEST,
     OCI_INDEX,
     SpecData,

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
-from tests.conformance.spec import OCI_MANIFEST, SpecData, error_codes, is_2xx, put_manifest, upload
+from tests.conformance.spec import (
+    OCI_MANIFEST,
+    SpecData,
+    error_codes,
+    is_2xx,
+    put_manifest,
+    upload,
+)
 from tests.realclients.checks import RegistryHTTP, http_for
 from tests.servers import Server
 

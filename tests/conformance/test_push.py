@@ -4,9 +4,7 @@ manifest upload (including one with no layers), and the teardown deletes."""
 from __future__ import annotations
 
 import uuid
-from typing import Callable
-
-import pytest
+from collections.abc import Callable
 
 from tests.conformance.spec import (
     DUMMY_DIGEST,

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tests.images import ImageSet, cached_standard_images  # noqa: E402
-from tests.realclients.clients import Skopeo  # noqa: E402
-from tests.s3server import seaweedfs_fixture  # noqa: E402
+from tests.images import ImageSet, cached_standard_images
+from tests.realclients.clients import Skopeo
+from tests.s3server import seaweedfs_fixture
 
 s3_server = seaweedfs_fixture()
 """One SeaweedFS for the session, started only when an s3 parameter runs."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+
 import pytest
 
 from tests.images import ImageSet, seeded_chunks
@@ -31,7 +32,7 @@ pytestmark = [pytest.mark.interop]
 
 def _direction_params() -> list[object]:
     matrix = server_matrix()
-    params = []
+    params: list[object] = []
     for backend in dict.fromkeys(b for _, b in matrix):
         other = "berth" if ("berth", backend) in matrix else "reference"
         marks = [pytest.mark.s3] if backend == "s3" else []
@@ -57,8 +58,7 @@ def _write_content(server: Server, skopeo: Skopeo, images: ImageSet, tmp_path: P
 
     artifact = tmp_path / "artifact.bin"
     with open(artifact, "wb") as handle:
-        for chunk in seeded_chunks(77, 3 * (1 << 20) + 17):
-            handle.write(chunk)
+        handle.writelines(seeded_chunks(77, 3 * (1 << 20) + 17))
     client = require_oras().OrasClient(hostname=addr, insecure=True)
     with contextlib.chdir(tmp_path):  # oras only pushes files below the working directory
         response = client.push(f"{addr}/interop/artifact:art", files=[artifact.name], do_chunked=True, chunk_size=1 << 20)

@@ -25,7 +25,7 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
-ACCEPT = ", ".join([OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST])
+ACCEPT = f"{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"
 CHUNK = 1 << 20
 TIMEOUT = 120
 _BASIC = "<basic>"
@@ -204,7 +204,7 @@ class Verified:
     digest: str
     media_type: str
     document: dict[str, Any]
-    children: dict[str, "Verified"] = field(default_factory=dict)
+    children: dict[str, Verified] = field(default_factory=dict)
 
     @property
     def blob_digests(self) -> list[str]:

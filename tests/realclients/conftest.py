@@ -7,21 +7,16 @@ Everything expensive is session-scoped: the images are built once (and cached on
 from __future__ import annotations
 
 import re
-import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tests.images import ImageSet, cached_standard_images  # noqa: E402
-from tests.realclients.checks import RegistryHTTP, http_for  # noqa: E402
-from tests.realclients.clients import ContainersTool, Skopeo  # noqa: E402
-from tests.s3server import seaweedfs_fixture  # noqa: E402
-from tests.servers import (  # noqa: E402
+from tests.images import ImageSet, cached_standard_images
+from tests.realclients.checks import RegistryHTTP, http_for
+from tests.realclients.clients import ContainersTool, Skopeo
+from tests.s3server import seaweedfs_fixture
+from tests.servers import (
     Dockerd,
     Server,
     auth_config,
@@ -31,7 +26,6 @@ from tests.servers import (  # noqa: E402
     start_registry,
     storage_config,
 )
-
 
 HERE = Path(__file__).resolve().parent
 
@@ -57,9 +51,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             keep.append(item)
             continue
         auth = param[2]
-        if item.get_closest_marker("auth_only") is not None and auth == "none":
-            dropped.append(item)
-        elif auth != "none" and callspec is not None and callspec.params.get("image_name") == "three-layer":
+        if item.get_closest_marker("auth_only") is not None and auth == "none" or auth != "none" and callspec is not None and callspec.params.get("image_name") == "three-layer":
             dropped.append(item)
         else:
             keep.append(item)

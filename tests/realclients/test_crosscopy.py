@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.realclient, pytest.mark.interop]
 def _pair_params() -> list[object]:
     # With Berth deselected (BERTH_TEST_SERVERS=reference) the hops run reference -> reference.
     matrix = server_matrix()
-    params = []
+    params: list[object] = []
     for backend in dict.fromkeys(b for _, b in matrix):
         first = "berth" if ("berth", backend) in matrix else "reference"
         marks = [pytest.mark.s3] if backend == "s3" else []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.images import ImageSet, BuiltImage
+from tests.images import BuiltImage, ImageSet
 from tests.realclients.checks import (
     RegistryHTTP,
     assert_layout_holds,
