@@ -51,7 +51,7 @@ class LogConfig:
 class TLSConfig:
     certificate: str = ""
     key: str = ""
-    clientcas: list[str] = field(default_factory=tuple)  # type: ignore[assignment]
+    clientcas: tuple[str, ...] = ()
     minimumtls: str = ""
 
 
@@ -205,9 +205,9 @@ class StorageDriverHealth:
 @dataclass(frozen=True)
 class HealthConfig:
     storagedriver: StorageDriverHealth = field(default_factory=StorageDriverHealth)
-    file: list[dict[str, Any]] = field(default_factory=tuple)  # type: ignore[assignment]
-    http: list[dict[str, Any]] = field(default_factory=tuple)  # type: ignore[assignment]
-    tcp: list[dict[str, Any]] = field(default_factory=tuple)  # type: ignore[assignment]
+    file: tuple[dict[str, Any], ...] = ()
+    http: tuple[dict[str, Any], ...] = ()
+    tcp: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)

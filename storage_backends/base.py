@@ -24,6 +24,7 @@ Guarantees every backend must give (checked by
 
 from __future__ import annotations
 
+import builtins
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -136,7 +137,7 @@ class StorageDriver(ABC):
     async def stat(self, path: str) -> FileInfo:
         return await self._stat(validate_path(path))
 
-    async def list(self, path: str) -> list[str]:
+    async def list(self, path: str) -> "builtins.list[str]":
         return await self._list(validate_path(path))
 
     async def move(self, source: str, dest: str) -> None:
@@ -163,7 +164,7 @@ class StorageDriver(ABC):
             return False
         return True
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release clients and thread pools."""
 
     async def health(self) -> None:
@@ -190,7 +191,7 @@ class StorageDriver(ABC):
     async def _stat(self, path: str) -> FileInfo: ...
 
     @abstractmethod
-    async def _list(self, path: str) -> list[str]: ...
+    async def _list(self, path: str) -> "builtins.list[str]": ...
 
     @abstractmethod
     async def _move(self, source: str, dest: str) -> None: ...

@@ -61,8 +61,7 @@ async def get_blob(request: web.Request, route: Route) -> web.StreamResponse:
     path = layout.blob_data(digest)
     local = driver.local_path(path)
     if local is not None:
-        resp = web.FileResponse(local, chunk_size=1 << 20, headers=headers)
-        return resp
+        return web.FileResponse(local, chunk_size=1 << 20, headers=headers)
     if not config_of(request).storage.redirect.disable and request.method == "GET":
         url = await driver.redirect_url(path)
         if url:
@@ -75,14 +74,14 @@ async def get_blob(request: web.Request, route: Route) -> web.StreamResponse:
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
     length = max(end - start + 1, 0)
-    resp = web.StreamResponse(status=status, headers=headers)
-    resp.content_length = length
-    await resp.prepare(request)
+    stream = web.StreamResponse(status=status, headers=headers)
+    stream.content_length = length
+    await stream.prepare(request)
     if request.method == "GET" and length:
         async for chunk in driver.reader(path, start, length):
-            await resp.write(chunk)
-    await resp.write_eof()
-    return resp
+            await stream.write(chunk)
+    await stream.write_eof()
+    return stream
 
 
 async def delete_blob(request: web.Request, route: Route) -> web.StreamResponse:

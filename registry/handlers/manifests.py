@@ -74,9 +74,9 @@ async def put_manifest(request: web.Request, route: Route) -> web.StreamResponse
                                                  (result.manifest.blobs + result.manifest.manifests)))
     if result.tags:
         for tag in result.tags:
-            await emit(request, "push", route.name, tag=tag, **target)  # type: ignore[arg-type]
+            await emit(request, "push", route.name, tag=tag, **target)
     else:
-        await emit(request, "push", route.name, **target)  # type: ignore[arg-type]
+        await emit(request, "push", route.name, **target)
     return resp
 
 
