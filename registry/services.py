@@ -346,14 +346,27 @@ class Registry:
         *,
         start: int | None = None,
         length: int | None = None,
+        fresh: bool = False,
     ) -> BlobInfo:
-        """Append the last chunk (if any), verify the digest, and make the blob visible."""
+        """Append the last chunk (if any), verify the digest, and make the blob visible.
+
+        ``fresh`` says the client holds the upload at offset 0 (from its signed state): a
+        small body is then verified in memory and stored in one atomic write.
+        """
         await self._require_upload(name, upload_id)
         async with self._lock(upload_id):
+            if fresh and body is not None and start in (None, 0):
+                small, body = await _read_small(body)
+                if small is not None:
+                    try:
+                        return await self._store_small(name, digest, small, length)
+                    finally:
+                        await self._drop_upload(name, upload_id)
             writer = await self._open_at(name, upload_id, start)
             running = self._take_hash(upload_id, writer.size, digest.algorithm)
             await self._append(writer, running, body, length)
             await writer.commit()
+            size = writer.size
             data_path = layout.upload_data(name, upload_id)
             if running is not None:
                 actual = running.hasher.hexdigest()
@@ -362,14 +375,40 @@ class Registry:
             if actual != digest.hex:
                 await self._drop_upload(name, upload_id)
                 raise RegistryError(ErrorCode.DIGEST_INVALID, detail={"digest": str(digest)})
-            size = (await self.driver.stat(data_path)).size
             target = layout.blob_data(digest)
             if not await self.driver.exists(target):
                 await self.driver.move(data_path, target)
             # else: the same verified bytes are already stored; keep the existing object.
-            await self.link_blob(name, digest)
-            await self._drop_upload(name, upload_id)
+            await asyncio.gather(self.link_blob(name, digest), self._drop_upload(name, upload_id))
             return BlobInfo(digest, size)
+
+    async def store_blob(self, name: str, digest: Digest, body: AsyncIterator[bytes],
+                         length: int | None = None) -> BlobInfo:
+        """A monolithic upload (``POST ?digest=``): small blobs in one write, others through an upload."""
+        small, body = await _read_small(body)
+        if small is not None:
+            return await self._store_small(name, digest, small, length)
+        upload_id, _ = await self.start_upload(name)
+        try:
+            return await self.complete_upload(name, upload_id, digest, body, length=length)
+        except BaseException:
+            await self.abort_upload(name, upload_id)
+            raise
+
+    async def _store_small(self, name: str, digest: Digest, data: bytes, length: int | None) -> BlobInfo:
+        """Verify bytes held in memory (at most WRITE_BUFFER), then write them in one atomic step."""
+        if length is not None and len(data) != length:
+            raise RegistryError(ErrorCode.SIZE_INVALID, f"received {len(data)} bytes, expected {length}",
+                                detail={"received": len(data), "expected": length})
+        hasher = digest.hasher()
+        await self._hash(hasher, data)
+        if hasher.hexdigest() != digest.hex:
+            raise RegistryError(ErrorCode.DIGEST_INVALID, detail={"digest": str(digest)})
+        target = layout.blob_data(digest)
+        if not await self.driver.exists(target):
+            await self.driver.put_content(target, data)
+        await self.link_blob(name, digest)
+        return BlobInfo(digest, len(data))
 
     async def _rehash(self, path: str, digest: Digest) -> str:
         hasher = digest.hasher()
@@ -616,6 +655,23 @@ class Registry:
                     out.append(desc)
         out.sort(key=lambda d: d["digest"])
         return out
+
+
+async def _read_small(body: AsyncIterator[bytes]) -> tuple[bytes | None, AsyncIterator[bytes]]:
+    """The whole body if it ends within WRITE_BUFFER bytes; else None and an equivalent iterator."""
+    head = bytearray()
+    async for chunk in body:
+        head += chunk
+        if len(head) > WRITE_BUFFER:
+            return None, _chain(bytes(head), body)
+    return bytes(head), _chain(bytes(head), body)
+
+
+async def _chain(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk
 
 
 def stored_media_type(data: bytes) -> str:

@@ -96,25 +96,23 @@ async def start_upload(request: web.Request, route: Route) -> web.StreamResponse
                        digest=str(digest), from_repository=source or "",
                        url=url_for(request, f"/v2/{name}/blobs/{digest}"))
             return _created(request, name, info)
-    upload_id, started = await registry.start_upload(name)
     digest_param = request.query.get("digest")
     if digest_param is not None:
         digest = parse_digest(digest_param)
-        try:
-            info = await registry.complete_upload(name, upload_id, digest, body_chunks(request),
-                                                  length=content_length(request))
-        except BaseException:
-            await registry.abort_upload(name, upload_id)
-            raise
+        info = await registry.store_blob(name, digest, body_chunks(request), length=content_length(request))
         await _push_event(request, name, info)
         return _created(request, name, info)
+    upload_id, started = await registry.start_upload(name)
     return _progress(request, 202, name, upload_id, 0, started)
 
 
-def _check_state(request: web.Request, name: str, upload_id: str) -> None:
+def _check_state(request: web.Request, name: str, upload_id: str) -> int | None:
+    """Verify the signed ``_state`` (if sent); the offset the client was last told, or None."""
     token = request.query.get("_state")
-    if token is not None:
-        request.app[UPLOAD_STATE].verify(token, name, upload_id)
+    if token is None:
+        return None
+    offset = request.app[UPLOAD_STATE].verify(token, name, upload_id).get("o")
+    return offset if isinstance(offset, int) else None
 
 
 async def upload_status(request: web.Request, route: Route) -> web.StreamResponse:
@@ -136,14 +134,14 @@ async def patch_upload(request: web.Request, route: Route) -> web.StreamResponse
 
 async def put_upload(request: web.Request, route: Route) -> web.StreamResponse:
     registry = registry_of(request)
-    _check_state(request, route.name, route.reference)
+    told = _check_state(request, route.name, route.reference)
     raw = request.query.get("digest")
     if raw is None:
         raise RegistryError(ErrorCode.DIGEST_INVALID, "digest query parameter is required")
     digest = parse_digest(raw)
     start, length = _content_range(request)
     info = await registry.complete_upload(route.name, route.reference, digest, body_chunks(request),
-                                          start=start, length=length)
+                                          start=start, length=length, fresh=told == 0)
     await _push_event(request, route.name, info)
     return _created(request, route.name, info)
 

@@ -226,3 +226,27 @@ async def test_tls_handshake_on_plain_port_gets_a_quick_400(client):
     answer = await asyncio.wait_for(reader.read(4096), timeout=2)
     writer.close()
     assert answer.startswith(b"HTTP/1.1 400") or answer.startswith(b"HTTP/1.0 400")
+
+
+async def test_small_put_after_post_is_verified(client):
+    """POST then PUT with the whole (small) body: verified in memory before it is stored."""
+    data = os.urandom(4096)
+    resp = await client.post("/v2/fast/blobs/uploads/")
+    loc = rel(resp.headers["Location"])
+    bad = await client.put(f"{loc}&digest={sha256(b'other')}", data=data)
+    assert bad.status == 400
+    assert await error_code(bad) == "DIGEST_INVALID"
+    assert (await client.head(f"/v2/fast/blobs/{sha256(data)}")).status == 404
+    assert (await client.get(loc)).status == 404  # a failed completion ends the upload
+    resp = await client.post("/v2/fast/blobs/uploads/")
+    loc = rel(resp.headers["Location"])
+    ok = await client.put(f"{loc}&digest={sha256(data)}", data=data)
+    assert ok.status == 201
+    assert await (await client.get(f"/v2/fast/blobs/{sha256(data)}")).read() == data
+    # A body just above the in-memory limit takes the streaming path and is verified too.
+    big = os.urandom(1024 * 1024 + 1)
+    resp = await client.post("/v2/fast/blobs/uploads/")
+    loc = rel(resp.headers["Location"])
+    assert (await client.put(f"{loc}&digest={sha256(big)}", data=big)).status == 201
+    resp = await client.post(f"/v2/fast/blobs/uploads/?digest={sha256(b'x' + big)}", data=big)
+    assert resp.status == 400
