@@ -250,7 +250,7 @@ class EndpointWorker:
             return replayed, True
         if not self._buffer and self._live:
             self._buffer.append(self._live.popleft())
-        if not self._buffer and self._live is None:
+        while not self._buffer and self._live is None:
             upto = self._committed()
             self._buffer.extend(await asyncio.to_thread(self._reader.read, READ_BATCH, upto))
             if not self._buffer and upto == self._committed() and self._live is None:

@@ -143,7 +143,8 @@ async def test_old_events_are_dead_lettered_then_replayed(receiver: Receiver, tm
     await sink.publish(lost)
 
     async def dead() -> bool:
-        return (await status(sink)).deadlettered == 2
+        st = await status(sink)
+        return st.deadlettered == 2 and st.pending == 0  # in the file, and handled by the worker
 
     await wait_until(dead)
     st = await status(sink)
@@ -396,7 +397,8 @@ async def test_worker_survives_an_io_error_and_resumes(receiver: Receiver, sink_
     await asyncio.to_thread(blocker.rmdir)
 
     async def dead() -> bool:
-        return (await status(sink)).deadlettered == 2
+        st = await status(sink)
+        return st.deadlettered == 2 and st.pending == 0  # in the file, and handled by the worker
 
     await wait_until(dead)
     st = await status(sink)
