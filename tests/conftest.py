@@ -1,4 +1,7 @@
-"""Session-wide fixtures: one SeaweedFS (real S3) server for every suite that needs S3."""
+"""Session-wide fixtures: one SeaweedFS (real S3) server for every suite that needs S3.
+
+It starts on first use, so a run that selects no S3 test starts none.
+"""
 
 from __future__ import annotations
 

@@ -15,7 +15,6 @@ import pytest
 
 from tests.conformance.spec import SpecData, build_spec_data
 from tests.realclients.checks import RegistryHTTP, http_for
-from tests.s3server import seaweedfs_fixture
 from tests.servers import Server, server_matrix, start_registry, storage_config
 
 REFERENCE_KNOWN_FAILURES: dict[str, str] = {
@@ -37,8 +36,6 @@ REFERENCE_S3_KNOWN_FAILURES: dict[str, str] = {
 # Checks Berth fails today, each reported to the server's owner; strict, so a fix shows up as XPASS.
 BERTH_KNOWN_FAILURES: dict[str, str] = {}
 
-s3_server = seaweedfs_fixture()
-"""One SeaweedFS for the session, started only when an s3 parameter runs."""
 
 
 def _params() -> list[object]:

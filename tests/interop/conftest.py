@@ -6,10 +6,7 @@ import pytest
 
 from tests.images import ImageSet, cached_standard_images
 from tests.realclients.clients import Skopeo
-from tests.s3server import seaweedfs_fixture
 
-s3_server = seaweedfs_fixture()
-"""One SeaweedFS for the session, started only when an s3 parameter runs."""
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,6 @@ import pytest
 from tests.images import ImageSet, cached_standard_images
 from tests.realclients.checks import RegistryHTTP, http_for
 from tests.realclients.clients import ContainersTool, Skopeo
-from tests.s3server import seaweedfs_fixture
 from tests.servers import (
     Dockerd,
     Server,
@@ -72,8 +71,6 @@ def registry_params() -> list[object]:
     return params
 
 
-s3_server = seaweedfs_fixture()
-"""One SeaweedFS for the session, started only when an s3 parameter runs."""
 
 
 @pytest.fixture(scope="session")
