@@ -15,7 +15,7 @@ from yarl import URL
 
 from registry.app import create_app
 from registry.config import Config, parse_config
-from registry.webhooks import WEBHOOKS, setup, verify
+from registry.webhooks import verify
 from tests.webhooks.receiver import Receiver
 
 ClientFactory = Callable[..., Any]
@@ -35,14 +35,6 @@ def app_config(tmp_path: Path, endpoints: list[dict[str, Any]], **notifications:
                           **notifications},
     }
     return parse_config(yaml.safe_dump(doc), environ={})
-
-
-def berth_app(config: Config) -> web.Application:
-    """The app as ``berth serve`` builds it (wiring webhooks if the factory does not yet)."""
-    app = create_app(config)
-    if WEBHOOKS not in app:
-        setup(app, config)
-    return app
 
 
 async def push_blob(client: Client, name: str, data: bytes) -> str:
@@ -77,7 +69,7 @@ async def test_push_emits_blob_and_manifest_events(tmp_path: Path, receiver: Rec
                                                    aiohttp_client: ClientFactory) -> None:
     config = app_config(tmp_path, [{"name": "ci", "url": receiver.url, "secret": "k"}],
                         events={"includereferences": True})
-    client = await aiohttp_client(berth_app(config))
+    client = await aiohttp_client(create_app(config))
     layer, cfg, manifest = await push_image(client, "lib/app", "v1")
     got = await receiver.wait_for(3)
     events = [d.event for d in got]
@@ -99,7 +91,7 @@ async def test_push_emits_blob_and_manifest_events(tmp_path: Path, receiver: Rec
 async def test_mount_delete_and_pull_events(tmp_path: Path, receiver: Receiver,
                                             aiohttp_client: ClientFactory) -> None:
     config = app_config(tmp_path, [{"name": "ci", "url": receiver.url}], events={"pull": True})
-    client = await aiohttp_client(berth_app(config))
+    client = await aiohttp_client(create_app(config))
     layer, _, manifest = await push_image(client, "lib/app", "v1")
     await receiver.wait_for(3)
     resp = await client.post("/v2/other/app/blobs/uploads/", params={"mount": sha256(layer), "from": "lib/app"})
@@ -121,7 +113,7 @@ async def test_mount_delete_and_pull_events(tmp_path: Path, receiver: Receiver,
 async def test_failed_operation_emits_nothing(tmp_path: Path, receiver: Receiver,
                                               aiohttp_client: ClientFactory) -> None:
     config = app_config(tmp_path, [{"name": "ci", "url": receiver.url}])
-    client = await aiohttp_client(berth_app(config))
+    client = await aiohttp_client(create_app(config))
     resp = await client.put("/v2/lib/app/manifests/v1", data=b"{}",
                             headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
     assert resp.status >= 400
@@ -135,7 +127,7 @@ async def test_admin_endpoint_reports_per_endpoint_status(tmp_path: Path, receiv
     receiver.fail_next = 1
     config = app_config(tmp_path, [{"name": "ci", "url": receiver.url},
                                    {"name": "off", "url": receiver.url, "disabled": True}])
-    client = await aiohttp_client(berth_app(config))
+    client = await aiohttp_client(create_app(config))
     await push_blob(client, "lib/app", b"x")
     await receiver.wait_for(1)
     for _ in range(200):  # the worker handles the answer just after the receiver sent it
@@ -155,7 +147,7 @@ async def test_admin_endpoint_reports_per_endpoint_status(tmp_path: Path, receiv
 async def test_outbox_default_lives_under_the_filesystem_root(tmp_path: Path, receiver: Receiver,
                                                               aiohttp_client: ClientFactory) -> None:
     config = app_config(tmp_path, [{"name": "ci", "url": receiver.url}])
-    client = await aiohttp_client(berth_app(config))
+    client = await aiohttp_client(create_app(config))
     await push_blob(client, "lib/app", b"x")
     await receiver.wait_for(1)
     assert (tmp_path / "data" / "_berth" / "outbox" / "log").is_dir()
