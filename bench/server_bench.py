@@ -7,11 +7,16 @@ Usage::
     python bench/server_bench.py --backend s3     # both on SeaweedFS
     python bench/server_bench.py --url mine=http://127.0.0.1:5000   # an already running registry
 
-Figures, for each server: a big blob pushed monolithically and pulled (MB/s); the same blob pushed
-in 16 MiB PATCH chunks and pulled in 16 MiB ranges; 2,000 x 4 KiB blobs pushed by 32 concurrent
+Figures, for each server: 1,000 repositories (one config blob + one tagged manifest each,
+pushed by 16 concurrent clients; repos/s), then the latency (p50/p99, one client, at most 50
+requests) of ``GET /v2/_catalog?n=1000`` and of ``GET /v2/<repo>/tags/list`` with those
+repositories present; a big blob pushed monolithically and pulled (MB/s); on S3, the same pull
+from a second server on the same storage with ``storage.redirect.disable: true`` (the first
+answers blob GETs with 307 to a presigned URL, which the client follows); the same blob pushed in
+16 MiB PATCH chunks and pulled in 16 MiB ranges; 2,000 x 4 KiB blobs pushed by 32 concurrent
 clients (ops/s, p50/p99); manifest GET by tag from 64 concurrent clients for 10 s (req/s,
-p50/p99); 16 clients pulling one 64 MiB blob at once (aggregate MB/s); and the server's peak RSS
-(VmHWM) when this script started it. Prints a markdown table with the Berth/reference ratio and
+p50/p99); 16 clients pulling one 64 MiB blob at once (aggregate MB/s); and the servers' peak RSS
+(VmHWM) when this script started them. Prints a markdown table with the Berth/reference ratio and
 writes it (plus JSON) to ``bench/results/``.
 
 Guarantees: request bodies are generated and streamed (nothing near the blob size is held in
@@ -34,7 +39,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,10 +80,15 @@ class Sizes:
     manifest_concurrency: int
     fanout_clients: int
     fanout_blob: int
+    repos: int
+    repo_concurrency: int
+    listing_requests: int
+    listing_seconds: float
 
 
-FULL = Sizes(1 << 30, 16 * MiB, 2000, 4096, 32, 10.0, 64, 16, 64 * MiB)
-QUICK = Sizes(64 * MiB, 16 * MiB, 200, 4096, 32, 2.0, 64, 16, 8 * MiB)
+FULL = Sizes(1 << 30, 16 * MiB, 2000, 4096, 32, 10.0, 64, 16, 64 * MiB, 1000, 16, 50, 120.0)
+QUICK = Sizes(64 * MiB, 16 * MiB, 200, 4096, 32, 2.0, 64, 16, 8 * MiB, 200, 16, 50, 60.0)
+CATALOG_PAGE = 1000  # ?n= on every catalog GET (Distribution's default page is 100)
 
 
 # Generated content ----------------------------------------------------------------------------
@@ -162,6 +172,7 @@ class ServerResult:
     url: str
     figures: list[Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    direct: str | None = None  # URL of a second server on the same storage with redirects disabled
 
     def add(self, name: str, value: float, unit: str, higher_is_better: bool = True) -> None:
         """Record a figure."""
@@ -198,6 +209,7 @@ class Registry:
     def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
         self.session = session
         self.base = base_url.rstrip("/")
+        self.redirected = 0  # blob GETs answered with a redirect that the client followed
 
     def _url(self, location: str) -> str:
         return urllib.parse.urljoin(self.base + "/", location)
@@ -254,6 +266,8 @@ class Registry:
             expected = 206 if byte_range else 200
             if resp.status != expected:
                 raise RuntimeError(f"GET blob: {resp.status} (wanted {expected})")
+            if resp.history:
+                self.redirected += 1
             while True:
                 data = await resp.content.readany()
                 if not data:
@@ -269,6 +283,14 @@ class Registry:
             await resp.read()
             if resp.status != 201:
                 raise RuntimeError(f"PUT manifest: {resp.status}")
+
+    async def get_json(self, path: str) -> Any:
+        """GET ``path`` (below the base URL) and decode its JSON body; 200 expected."""
+        async with self.session.get(f"{self.base}{path}") as resp:
+            body = await resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"GET {path}: {resp.status} {body[:200]!r}")
+            return json.loads(body)
 
     async def get_manifest(self, repo: str, tag: str) -> None:
         """GET a manifest by tag."""
@@ -288,22 +310,31 @@ async def _timed(coro: Awaitable[Any]) -> float:
 
 
 async def bench_big_blob(reg: Registry, result: ServerResult, sizes: Sizes, nonce: int) -> None:
-    """Monolithic push + pull, then chunked push + ranged pull, of one big blob each."""
+    """Monolithic push + pull (and the pull again through ``result.direct``, the redirect-off
+    server, when there is one), then chunked push + ranged pull, of one big blob each."""
     mb = sizes.big_blob / 1e6
     label = f"{sizes.big_blob // MiB} MiB"
     content = Content(nonce, sizes.big_blob)
     _ = content.digest  # hash before the clock starts
     took = await _timed(reg.push_monolithic("bench/big", content))
     result.add(f"{label} blob, monolithic push", mb / took, "MB/s")
+
+    async def pull_all(via: Registry) -> None:
+        received = await via.pull("bench/big", content.digest)
+        assert received == sizes.big_blob, (received, sizes.big_blob)
+
+    redirected = reg.redirected
+    took = await _timed(pull_all(reg))
+    if reg.redirected > redirected:
+        result.add(f"{label} blob, pull, redirect on (307 followed)", mb / took, "MB/s")
+    else:
+        result.add(f"{label} blob, pull", mb / took, "MB/s")
+    if result.direct is not None:
+        direct = Registry(reg.session, result.direct)
+        took = await _timed(pull_all(direct))
+        assert direct.redirected == 0, "the redirect-off server redirected"
+        result.add(f"{label} blob, pull, redirect off (bytes via the registry)", mb / took, "MB/s")
     received = 0
-
-    async def pull_all() -> None:
-        nonlocal received
-        received = await reg.pull("bench/big", content.digest)
-
-    took = await _timed(pull_all())
-    assert received == sizes.big_blob, (received, sizes.big_blob)
-    result.add(f"{label} blob, pull", mb / took, "MB/s")
 
     chunked = Content(nonce + 1, sizes.big_blob)
     _ = chunked.digest
@@ -320,6 +351,70 @@ async def bench_big_blob(reg: Registry, result: ServerResult, sizes: Sizes, nonc
     took = await _timed(pull_ranges())
     assert received == sizes.big_blob
     result.add(f"{label} blob, pull in {sizes.chunk // MiB} MiB ranges", mb / took, "MB/s")
+
+
+async def bench_listing(reg: Registry, result: ServerResult, sizes: Sizes, nonce: int) -> None:
+    """``repos`` repositories, each one config blob (the same bytes everywhere) and one manifest
+    tagged ``v1``, pushed by ``repo_concurrency`` clients; then one client times at most
+    ``listing_requests`` GETs (and at most ``listing_seconds``) of the catalog and of tag lists."""
+    config = SmallContent(nonce, 10**9 + 2, 256)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": config.digest, "size": config.size},
+            "layers": [],
+        }
+    ).encode()
+    names = [f"many/repo-{i:04d}" for i in range(sizes.repos)]
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for repo in names:
+        queue.put_nowait(repo)
+    created: list[str] = []
+    deadline = time.monotonic() + PHASE_TIMEOUT
+
+    async def creator() -> None:
+        while time.monotonic() < deadline:
+            try:
+                repo = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            await reg.push_monolithic(repo, config)
+            await reg.put_manifest(repo, "v1", manifest)
+            created.append(repo)
+
+    took = await _timed(asyncio.gather(*(creator() for _ in range(sizes.repo_concurrency))))
+    assert len(created) == sizes.repos, (len(created), sizes.repos)
+    result.add(
+        f"create {sizes.repos} repos (blob POST+PUT, manifest PUT), {sizes.repo_concurrency} clients",
+        sizes.repos / took, "repos/s",
+    )
+
+    async def timed_gets(label: str, path_of: Callable[[int], str], check: Callable[[int, Any], None]) -> None:
+        latencies: list[float] = []
+        stop_at = time.monotonic() + sizes.listing_seconds
+        for i in range(sizes.listing_requests):
+            if time.monotonic() >= stop_at:
+                break
+            started = time.perf_counter()
+            body = await asyncio.wait_for(reg.get_json(path_of(i)), PHASE_TIMEOUT)
+            latencies.append(time.perf_counter() - started)
+            check(i, body)
+        name = f"{label}, {sizes.repos} repos, {len(latencies)} sequential GETs"
+        result.add(f"{name}: p50", percentile(latencies, 0.50) * 1000, "ms", higher_is_better=False)
+        result.add(f"{name}: p99", percentile(latencies, 0.99) * 1000, "ms", higher_is_better=False)
+
+    def check_catalog(_: int, body: Any) -> None:
+        listed = [r for r in body["repositories"] if r.startswith("many/")]
+        assert len(listed) == min(sizes.repos, CATALOG_PAGE), len(listed)
+
+    def check_tags(i: int, body: Any) -> None:
+        assert body == {"name": names[i * 7919 % len(names)], "tags": ["v1"]}, body
+
+    await timed_gets(f"GET /v2/_catalog?n={CATALOG_PAGE}", lambda _: f"/v2/_catalog?n={CATALOG_PAGE}", check_catalog)
+    await timed_gets(
+        "GET /v2/<repo>/tags/list", lambda i: f"/v2/{names[i * 7919 % len(names)]}/tags/list", check_tags
+    )
 
 
 async def bench_small_blobs(reg: Registry, result: ServerResult, sizes: Sizes, nonce: int) -> None:
@@ -400,21 +495,31 @@ async def bench_fanout(reg: Registry, result: ServerResult, sizes: Sizes, nonce:
     result.add(f"{name}: aggregate", sum(totals) / 1e6 / took, "MB/s")
 
 
-async def run_all(name: str, url: str, sizes: Sizes, pid: int | None) -> ServerResult:
-    """Every figure against one registry."""
-    result = ServerResult(name, url)
+async def run_all(
+    name: str, url: str, sizes: Sizes, pid: int | None, direct: tuple[str, int | None] | None = None
+) -> ServerResult:
+    """Every figure against one registry; ``direct`` is (URL, pid) of a second server on the same
+    storage with redirects disabled, when there is one."""
+    result = ServerResult(name, url, direct=direct[0] if direct else None)
     nonce = int.from_bytes(os.urandom(6), "big")
     connector = aiohttp.TCPConnector(limit=max(sizes.manifest_concurrency, sizes.small_concurrency, sizes.fanout_clients) + 4)
     timeout = aiohttp.ClientTimeout(total=PHASE_TIMEOUT, sock_connect=10)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False) as session:
         reg = Registry(session, url)
-        for phase in (bench_big_blob, bench_small_blobs, bench_manifest_gets, bench_fanout):
+        # The listing phase runs first, so the catalog holds exactly its repositories.
+        for phase in (bench_listing, bench_big_blob, bench_small_blobs, bench_manifest_gets, bench_fanout):
             await phase(reg, result, sizes, nonce)
             nonce += 100
+        if result.direct is not None or reg.redirected:
+            result.notes.append(f"{reg.redirected} blob GETs were redirected and followed")
     if pid is not None:
         rss = peak_rss_mib(pid)
         if rss is not None:
             result.add("server peak RSS (VmHWM)", rss, "MiB", higher_is_better=False)
+    if direct is not None and direct[1] is not None:
+        rss = peak_rss_mib(direct[1])
+        if rss is not None:
+            result.add("redirect-off server peak RSS (one big pull)", rss, "MiB", higher_is_better=False)
     return result
 
 
@@ -423,19 +528,29 @@ async def run_all(name: str, url: str, sizes: Sizes, pid: int | None) -> ServerR
 BENCH_LOG = {"log": {"level": "error", "accesslog": {"disabled": True}}}
 
 
+NO_REDIRECT = {"storage": {"redirect": {"disable": True}}}
+
+
 @contextlib.contextmanager
-def started_server(kind: str, backend: str, workdir: Path, s3: Any) -> Iterator[Server]:
-    """A fresh ``kind`` server on fresh storage, quiet logs; stopped (by pid) and cleaned afterwards."""
+def started_servers(kind: str, backend: str, workdir: Path, s3: Any) -> Iterator[tuple[Server, Server | None]]:
+    """A fresh ``kind`` server on fresh storage, quiet logs, and on S3 a second ``kind`` server on
+    the same storage with redirects disabled (else None); stopped (by pid) and cleaned afterwards."""
     workdir.mkdir(parents=True, exist_ok=True)
     if backend == "s3":
         config = s3_config(s3, f"bench-{kind}-{os.getpid()}-{int(time.time())}", **BENCH_LOG)
     else:
         config = filesystem_config(workdir / "data", **BENCH_LOG)
-    server = start_registry(kind, deep_merge(config, {}), workdir / "server")
+    servers: list[Server] = []
     try:
-        yield server
+        servers.append(start_registry(kind, deep_merge(config, {}), workdir / "server"))
+        direct = None
+        if backend == "s3":
+            direct = start_registry(kind, deep_merge(config, NO_REDIRECT), workdir / "server-noredirect")
+            servers.append(direct)
+        yield servers[0], direct
     finally:
-        server.stop()
+        for server in servers:
+            server.stop()
         shutil.rmtree(workdir / "data", ignore_errors=True)
 
 
@@ -461,7 +576,8 @@ def markdown(results: list[ServerResult], sizes: Sizes, backend: str) -> str:
     header = ["figure", *names] + (["berth / reference"] if ratio else [])
     title = (
         f"Registry server benchmark — backend `{backend}`, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M:%S')}, "
+        f"load average {os.getloadavg()[0]:.2f} at the end"
     )
     lines = [
         title,
@@ -493,7 +609,17 @@ def markdown(results: list[ServerResult], sizes: Sizes, backend: str) -> str:
                 cells.append("—")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Sizes: `{json.dumps(asdict(sizes))}`",
-              "Client and servers share the machine's cores; every figure runs on one server at a time."]
+              "Client and servers share the machine's cores; every figure runs on one server at a time.",
+              (f"Catalog GETs ask for `?n={CATALOG_PAGE}`; the listing figures run first, so the catalog "
+               "holds exactly the benchmark's repositories.")]
+    if backend == "s3":
+        lines.append("On S3 every blob GET except the 'redirect off' row is answered with 307 to a presigned "
+                     "SeaweedFS URL that the client follows; the 'redirect off' row pulls from a second server "
+                     "on the same storage with `storage.redirect.disable: true`.")
+    elif backend == "filesystem":
+        lines.append("Redirects do not apply to filesystem storage: both registries serve the bytes.")
+    for r in results:
+        lines += [f"{r.name}: {note}" for note in r.notes]
     return "\n".join(lines) + "\n"
 
 
@@ -537,9 +663,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with maybe_s3(args.backend, workdir) as s3:
                 for kind in [k.strip() for k in args.servers.split(",") if k.strip()]:
-                    with started_server(kind, args.backend, workdir / kind, s3) as server:
+                    with started_servers(kind, args.backend, workdir / kind, s3) as (server, direct):
                         print(f"== {kind} ({args.backend}) at {server.url}, pid {server.pid}", flush=True)
-                        results.append(asyncio.run(run_all(kind, server.url, sizes, server.pid)))
+                        other = (direct.url, direct.pid) if direct else None
+                        results.append(asyncio.run(run_all(kind, server.url, sizes, server.pid, other)))
         finally:
             if args.workdir is None:
                 shutil.rmtree(workdir, ignore_errors=True)
