@@ -20,7 +20,7 @@ before a request, between requests, or in the middle of a request body that
 has stopped moving — is closed; a slow upload that keeps moving is never cut.
 
 With ``http.debug.addr`` set, a second listener serves only the probes and
-(when enabled) the metrics endpoint.
+(when enabled) the metrics endpoint. ``berth serve`` runs on uvloop where it is installed.
 """
 
 from __future__ import annotations
@@ -176,7 +176,17 @@ async def run(config: Config, stop: asyncio.Event | None = None,
             loop.remove_signal_handler(sig)
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (faster uploads), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # uvloop is a dependency on Linux; other platforms run on asyncio's loop
+        return None
+    return uvloop.new_event_loop
+
+
 def serve(config: Config) -> None:
     """``berth serve``: configure logging, serve until a signal, drain, return (exit 0)."""
     observability.configure_logging(config)
-    asyncio.run(run(config))
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(run(config))

@@ -133,7 +133,7 @@ async def test_request_storage_and_gc_metrics(fs_driver: StorageDriver, app_clie
 
     client = await app_client(fs_driver, METRICS)
     before = await scrape(client)
-    layer = os.urandom(50_000)
+    layer = os.urandom(2 << 20)  # above the small-blob shortcut: streamed into an upload, then moved
     _, manifest, blobs = await push_image(client, "team/app", "v1", layers=[layer])
     resp = await client.get(f"/v2/team/app/blobs/{sha256(layer)}")
     assert await resp.read() == layer
@@ -151,7 +151,7 @@ async def test_request_storage_and_gc_metrics(fs_driver: StorageDriver, app_clie
     assert delta("berth_http_request_body_bytes_total", route="upload_start") >= len(layer) + 1234
     assert delta("berth_http_response_bytes_total", route="blob") >= len(layer)
     assert delta("berth_storage_operation_seconds_count", driver="filesystem", operation="put_content") > 0
-    assert delta("berth_storage_operation_seconds_count", driver="filesystem", operation="move") >= 3
+    assert delta("berth_storage_operation_seconds_count", driver="filesystem", operation="move") >= 1
     assert delta("berth_gc_runs_total", outcome="ok") == 1
     assert delta("berth_gc_bytes_freed_total") == 1234
     assert delta("berth_gc_blobs_deleted_total") == 1
