@@ -373,17 +373,6 @@ class Outbox:
         while batch := reader.read():
             yield from batch
 
-    def tail_seq(self) -> int:
-        """The newest sequence number on disk (for readers that do not own the log)."""
-        if self.owner:
-            return self._last_seq
-        segments = self.segments()
-        if not segments:
-            return 0
-        first, path = segments[-1]
-        records, _ = read_records(path)
-        return records[-1].seq if records else first - 1
-
     def compact(self, min_cursor: int, retention: float, now: float | None = None) -> int:
         """Delete segments wholly at or below ``min_cursor`` and older than ``retention``; how many."""
         now = time.time() if now is None else now
