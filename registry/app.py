@@ -16,6 +16,7 @@ from typing import AsyncIterator, Callable
 
 from aiohttp import web
 
+from registry import layout
 from registry.appkeys import CONFIG, EVENTS, REGISTRY, STORAGE, UPLOAD_STATE
 from registry.config import Config
 from registry.events import NullSink
@@ -26,7 +27,7 @@ from storage_backends import PathNotFound, StorageDriver, create_driver
 
 log = logging.getLogger("berth.app")
 
-SECRET_PATH = "/docker/registry/v2/_berth/httpsecret"
+SECRET_PATH = layout.HTTP_SECRET
 
 
 def open_driver(config: Config) -> StorageDriver:

@@ -16,6 +16,9 @@ so no request can name a path outside the tree below::
         _uploads/<uuid>/data                               upload in progress
         _uploads/<uuid>/startedat                          RFC 3339 start time
         _uploads/<uuid>/hashstates/<alg>/<offset>          (Distribution's; unused by Berth)
+      _berth/                                              Berth's own state (Distribution ignores it)
+        httpsecret                                         generated upload-state key (no http.secret)
+        gc/{trash,journal.json,lock}                       garbage collection (registry.maintenance)
 
 Each ``link`` file holds a digest string. The tree is the one the reference
 registry (Distribution 2.x) reads and writes, so data directories and buckets
@@ -33,6 +36,9 @@ from registry.reference import validate_name, validate_tag
 ROOT = "/docker/registry/v2"
 BLOBS = f"{ROOT}/blobs"
 REPOSITORIES = f"{ROOT}/repositories"
+BERTH_STATE = f"{ROOT}/_berth"
+HTTP_SECRET = f"{BERTH_STATE}/httpsecret"
+GC_DIR = f"{BERTH_STATE}/gc"
 
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 

@@ -375,10 +375,9 @@ class Registry:
             if actual != digest.hex:
                 await self._drop_upload(name, upload_id)
                 raise RegistryError(ErrorCode.DIGEST_INVALID, detail={"digest": str(digest)})
-            target = layout.blob_data(digest)
-            if not await self.driver.exists(target):
-                await self.driver.move(data_path, target)
-            # else: the same verified bytes are already stored; keep the existing object.
+            # Replace even an existing copy (same verified bytes): its fresh timestamp tells a
+            # concurrent garbage collector that the blob is in use again.
+            await self.driver.move(data_path, layout.blob_data(digest))
             await asyncio.gather(self.link_blob(name, digest), self._drop_upload(name, upload_id))
             return BlobInfo(digest, size)
 
@@ -404,9 +403,7 @@ class Registry:
         await self._hash(hasher, data)
         if hasher.hexdigest() != digest.hex:
             raise RegistryError(ErrorCode.DIGEST_INVALID, detail={"digest": str(digest)})
-        target = layout.blob_data(digest)
-        if not await self.driver.exists(target):
-            await self.driver.put_content(target, data)
+        await self.driver.put_content(layout.blob_data(digest), data)  # fresh timestamp, as above
         await self.link_blob(name, digest)
         return BlobInfo(digest, len(data))
 

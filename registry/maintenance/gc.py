@@ -77,7 +77,7 @@ DEFAULT_QUARANTINE = 30.0
 CLOCK_SLACK = 2.0  # S3 reports whole seconds (and its clock is not ours): a new object may look 1s+ old
 LOCK_TTL = 300.0
 
-GC_DIR = f"{layout.ROOT}/_berth/gc"
+GC_DIR = layout.GC_DIR
 TRASH_DIR = f"{GC_DIR}/trash"
 JOURNAL_PATH = f"{GC_DIR}/journal.json"
 LOCK_PATH = f"{GC_DIR}/lock"
