@@ -13,7 +13,7 @@ from aiohttp import web
 
 from registry import layout
 from registry.errors import ErrorCode, RegistryError
-from registry.handlers.common import config_of, emit, registry_of
+from registry.handlers.common import config_of, emit, registry_of, url_for
 from registry.routes import Route
 from registry.services import BlobInfo, parse_digest
 
@@ -54,9 +54,9 @@ async def get_blob(request: web.Request, route: Route) -> web.StreamResponse:
     digest = parse_digest(route.reference)
     info = await registry.blob_info(route.name, digest)
     headers = _blob_headers(info)
-    if request.method == "GET" and config_of(request).notifications.events.pull:
+    if config_of(request).notifications.events.pull:
         await emit(request, "pull", route.name, media_type="application/octet-stream",
-                   size=info.size, digest=str(digest), url=f"/v2/{route.name}/blobs/{digest}")
+                   size=info.size, digest=str(digest), url=url_for(request, f"/v2/{route.name}/blobs/{digest}"))
     driver = registry.driver
     path = layout.blob_data(digest)
     local = driver.local_path(path)

@@ -45,7 +45,12 @@ def content_length(request: web.Request) -> int | None:
 
 
 def request_info(request: web.Request) -> RequestInfo:
-    peer = request.remote or ""
+    peername = request.transport.get_extra_info("peername") if request.transport else None
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        host = str(peername[0])
+        peer = f"[{host}]:{peername[1]}" if ":" in host else f"{host}:{peername[1]}"  # as Distribution
+    else:
+        peer = request.remote or ""
     return RequestInfo(
         id=request.get(REQUEST_ID, ""),
         addr=peer,

@@ -8,6 +8,7 @@ from registry.appkeys import TAG_OVERWRITE_CHECK
 from registry.digest import Digest
 from registry.errors import ErrorCode, RegistryError
 from registry.handlers.common import config_of, emit, registry_of, url_for
+from registry.manifest import ManifestError, parse_manifest
 from registry.routes import Route
 from registry.services import check_tag, parse_digest
 
@@ -22,12 +23,21 @@ async def get_manifest(request: web.Request, route: Route) -> web.StreamResponse
     inm = request.headers.get("If-None-Match")
     if inm and etag in [t.strip() for t in inm.split(",")]:
         return web.Response(status=304, headers=headers)
-    if request.method == "GET" and config_of(request).notifications.events.pull:
+    if config_of(request).notifications.events.pull:
         tag = route.reference if ":" not in route.reference else ""
         await emit(request, "pull", route.name, media_type=stored.media_type, size=len(stored.data),
-                   digest=str(stored.digest), tag=tag,
+                   digest=str(stored.digest), tag=tag, references=_references(stored.data),
                    url=url_for(request, f"/v2/{route.name}/manifests/{stored.digest}"))
     return web.Response(body=stored.data, headers=headers, content_type=stored.media_type.split(";")[0])
+
+
+def _references(data: bytes) -> tuple[dict[str, object], ...]:
+    """Descriptors a stored manifest references (for events); none if it cannot be parsed."""
+    try:
+        manifest = parse_manifest(data)
+    except ManifestError:
+        return ()
+    return tuple(d.to_json() for d in (manifest.blobs + manifest.manifests))
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes:
@@ -84,8 +94,10 @@ async def delete_manifest(request: web.Request, route: Route) -> web.StreamRespo
     registry = registry_of(request)
     if ":" in route.reference:
         digest = parse_digest(route.reference)
-        await registry.delete_manifest(route.name, digest)
+        tags = await registry.delete_manifest(route.name, digest)
         await emit(request, "delete", route.name, digest=str(digest))
+        for tag in tags:  # Distribution also reports each tag that went with the manifest
+            await emit(request, "delete", route.name, tag=tag)
     else:
         tag = check_tag(route.reference)
         digest = await registry.delete_tag(route.name, tag)

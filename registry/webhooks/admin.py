@@ -42,7 +42,10 @@ def outbox_directory(config: "Config") -> Path:
 
 
 async def status_handler(request: web.Request) -> web.Response:
-    """``GET /admin/webhooks``: ``{"endpoints": [status, ...]}``."""
+    """``GET /admin/webhooks``: ``{"endpoints": [status, ...]}`` (admins only when auth is on)."""
+    from registry.observability import require_admin
+
+    await require_admin(request)
     sink = request.app.get(WEBHOOKS)
     if sink is not None:
         statuses = await sink.status()

@@ -268,3 +268,11 @@ async def test_automatic_mount_is_off_under_access_control(make: Any) -> None:
     assert resp.status == 202  # a normal upload, not a mount
     resp = await client.head(f"/v2/team/steal/blobs/{sha256(secret)}", headers=h)
     assert resp.status == 404
+
+
+@pytest.mark.parametrize("path", ["/admin/webhooks", "/admin/du"])
+async def test_admin_endpoints_need_an_admin(make: Any, path: str) -> None:
+    client = await make("basic")
+    assert (await client.get(path)).status == 401
+    assert (await client.get(path, headers=basic("alice", "wonderland"))).status == 403
+    assert (await client.get(path, headers=basic("root", "toor"))).status == 200

@@ -182,23 +182,10 @@ def test_reference_sent_the_expected_events(both: dict[str, tuple[list[dict[str,
     assert len({key(e) for e in events}) == len(events)
 
 
-# Differences that sit in the HTTP handlers (registry/handlers/), not in the webhooks package; each
-# xfail is strict, so the fix turns it into a failure that asks for the marker to go.
-HANDLER_GAPS = {
-    "GET manifest by tag": "handlers/manifests.get_manifest: pull events carry no references",
-    "GET manifest by digest": "handlers/manifests.get_manifest: pull events carry no references",
-    "HEAD manifest by tag": "handlers/manifests.get_manifest: no pull event on HEAD",
-    "GET blob": "handlers/blobs.get_blob: pull event url is relative (use url_for)",
-    "HEAD blob": "handlers/blobs.get_blob: no pull event on HEAD",
-    "delete manifest: its tag": "handlers/manifests.delete_manifest: no delete event per tag of the manifest",
-}
-
-
 def _operation_params() -> list[Any]:
     out = []
     for i, op in enumerate(OPERATIONS):
-        marks = [pytest.mark.xfail(strict=True, reason=HANDLER_GAPS[op])] if op in HANDLER_GAPS else []
-        out.append(pytest.param(i, id=op.replace(" ", "-"), marks=marks))
+        out.append(pytest.param(i, id=op.replace(" ", "-")))
     return out
 
 
@@ -224,8 +211,6 @@ def test_events_arrive_in_operation_order(both: dict[str, tuple[list[dict[str, A
     assert positions == sorted(positions)
 
 
-@pytest.mark.xfail(strict=True, reason="handlers/common.request_info: request.remote has no port; "
-                                       "Distribution sends the peer as ip:port")
 def test_request_addr_is_ip_and_port(both: dict[str, tuple[list[dict[str, Any]], str]]) -> None:
     for events, _ in both.values():
         assert all(re.fullmatch(r"[\d.]+:\d+", e["request"]["addr"]) for e in events)
