@@ -20,7 +20,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.realclients.checks import RegistryHTTP, Response
+from tests.conformance.client import ConformanceHTTP
+from tests.realclients.checks import Response
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -204,7 +205,7 @@ def is_2xx(resp: Response) -> bool:
     return 200 <= resp.status < 300
 
 
-def upload(http: RegistryHTTP, repo: str, content: Content) -> Response:
+def upload(http: ConformanceHTTP, repo: str, content: Content) -> Response:
     """POST a session, then PUT the whole blob to it (the suite's "populate" step); assert 2xx."""
     start = http.request("POST", f"/v2/{repo}/blobs/uploads/")
     assert start.status == 202, f"POST upload: {start.status} {start.body[:300]!r}"
@@ -218,6 +219,6 @@ def upload(http: RegistryHTTP, repo: str, content: Content) -> Response:
     return done
 
 
-def put_manifest(http: RegistryHTTP, repo: str, ref: str, content: Content) -> Response:
+def put_manifest(http: ConformanceHTTP, repo: str, ref: str, content: Content) -> Response:
     """PUT a manifest under a tag or digest with its own media type; return the response."""
     return http.request("PUT", f"/v2/{repo}/manifests/{ref}", {"Content-Type": content.media_type}, content.data)

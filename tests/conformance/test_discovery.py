@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.conformance.client import ConformanceHTTP
 from tests.conformance.spec import (
     ANNOTATION_KEY,
     ARTIFACT_TYPE_A,
@@ -20,8 +21,7 @@ from tests.conformance.spec import (
     upload,
     with_query,
 )
-from tests.realclients.checks import RegistryHTTP, Response, http_for
-from tests.servers import Server
+from tests.realclients.checks import Response
 
 TAGS = ["test0", "test1", "test2", "test3"]
 
@@ -35,9 +35,8 @@ class Discovered:
 
 
 @pytest.fixture(scope="module")
-def discovered(registry: Server, spec: SpecData, namespace: str) -> Discovered:
+def discovered(http: ConformanceHTTP, spec: SpecData, namespace: str) -> Discovered:
     """Setup: tags test0..3, then the referrers graph around manifest 4 (some pushed before it)."""
-    http = http_for(registry)
     upload(http, namespace, spec.configs[2])
     upload(http, namespace, spec.layer)
     for tag in TAGS:
@@ -63,13 +62,13 @@ def _tags(resp: Response) -> list[str]:
     return list(resp.json().get("tags") or [])
 
 
-def test_list_tags(http: RegistryHTTP, discovered: Discovered) -> None:
+def test_list_tags(http: ConformanceHTTP, discovered: Discovered) -> None:
     resp = http.request("GET", f"/v2/{discovered.repo}/tags/list")
     assert resp.json()["name"] == discovered.repo
     assert sorted(_tags(resp)) == sorted([*TAGS, "tagtest0"])
 
 
-def test_tags_limited_by_n(http: RegistryHTTP, discovered: Discovered, known_failure: Callable[[str], None]) -> None:
+def test_tags_limited_by_n(http: ConformanceHTTP, discovered: Discovered, known_failure: Callable[[str], None]) -> None:
     known_failure("tag_pagination")
     every = _tags(http.request("GET", f"/v2/{discovered.repo}/tags/list"))
     half = len(every) // 2
@@ -77,7 +76,7 @@ def test_tags_limited_by_n(http: RegistryHTTP, discovered: Discovered, known_fai
 
 
 def test_tags_paginated_with_last(
-    http: RegistryHTTP, discovered: Discovered, known_failure: Callable[[str], None]
+    http: ConformanceHTTP, discovered: Discovered, known_failure: Callable[[str], None]
 ) -> None:
     """Pages of ``n`` in lexical order; ``last`` starts after the given tag; Link points to the next page."""
     known_failure("tag_pagination")
@@ -101,7 +100,7 @@ def test_put_with_subject_answers_oci_subject(
         assert resp.headers.get("oci-subject") == expected, name
 
 
-def _referrers(http: RegistryHTTP, repo: str, digest: str, **query: str) -> tuple[Response, list[dict[str, object]]]:
+def _referrers(http: ConformanceHTTP, repo: str, digest: str, **query: str) -> tuple[Response, list[dict[str, object]]]:
     path = f"/v2/{repo}/referrers/{digest}"
     resp = http.request("GET", with_query(path, **query) if query else path)
     assert resp.status == 200, resp.body[:300]
@@ -112,7 +111,7 @@ def _referrers(http: RegistryHTTP, repo: str, digest: str, **query: str) -> tupl
 
 
 def test_referrers_of_unknown_digest_is_empty_index(
-    http: RegistryHTTP, discovered: Discovered, known_failure: Callable[[str], None]
+    http: ConformanceHTTP, discovered: Discovered, known_failure: Callable[[str], None]
 ) -> None:
     known_failure("referrers")
     _, manifests = _referrers(http, discovered.repo, DUMMY_DIGEST)
@@ -120,7 +119,7 @@ def test_referrers_of_unknown_digest_is_empty_index(
 
 
 def test_referrers_lists_every_referrer_with_annotations(
-    http: RegistryHTTP, discovered: Discovered, spec: SpecData, known_failure: Callable[[str], None]
+    http: ConformanceHTTP, discovered: Discovered, spec: SpecData, known_failure: Callable[[str], None]
 ) -> None:
     known_failure("referrers")
     _, manifests = _referrers(http, discovered.repo, spec.manifests[4].digest)
@@ -135,7 +134,7 @@ def test_referrers_lists_every_referrer_with_annotations(
 
 
 def test_referrers_filtered_by_artifact_type(
-    http: RegistryHTTP, discovered: Discovered, spec: SpecData, known_failure: Callable[[str], None]
+    http: ConformanceHTTP, discovered: Discovered, spec: SpecData, known_failure: Callable[[str], None]
 ) -> None:
     known_failure("referrers")
     resp, manifests = _referrers(http, discovered.repo, spec.manifests[4].digest, artifactType=ARTIFACT_TYPE_A)
@@ -145,14 +144,14 @@ def test_referrers_filtered_by_artifact_type(
 
 
 def test_referrers_of_a_subject_never_pushed(
-    http: RegistryHTTP, discovered: Discovered, spec: SpecData, known_failure: Callable[[str], None]
+    http: ConformanceHTTP, discovered: Discovered, spec: SpecData, known_failure: Callable[[str], None]
 ) -> None:
     known_failure("referrers")
     _, manifests = _referrers(http, discovered.repo, spec.manifests[3].digest)
     assert [m["digest"] for m in manifests] == [spec.refs["c_layer"].digest]
 
 
-def test_teardown_deletes(http: RegistryHTTP, discovered: Discovered, spec: SpecData) -> None:
+def test_teardown_deletes(http: ConformanceHTTP, discovered: Discovered, spec: SpecData) -> None:
     for content in [*spec.refs.values(), spec.manifests[2], spec.manifests[4]]:
         resp = http.request("DELETE", f"/v2/{discovered.repo}/manifests/{content.digest}")
         assert is_2xx(resp) or resp.status in (404, 405), resp.status

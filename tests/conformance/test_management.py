@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.conformance.client import ConformanceHTTP
 from tests.conformance.spec import (
     OCI_MANIFEST,
     SpecData,
@@ -14,17 +15,14 @@ from tests.conformance.spec import (
     put_manifest,
     upload,
 )
-from tests.realclients.checks import RegistryHTTP, http_for
-from tests.servers import Server
 
 TAG = "tagtest0"
 OTHER_TAG = "keepme"
 
 
 @pytest.fixture(scope="module")
-def managed(registry: Server, spec: SpecData, namespace: str) -> str:
+def managed(http: ConformanceHTTP, spec: SpecData, namespace: str) -> str:
     """Setup: config 3, the layer, manifest 3 under two tags."""
-    http = http_for(registry)
     upload(http, namespace, spec.configs[3])
     upload(http, namespace, spec.layer)
     assert is_2xx(put_manifest(http, namespace, TAG, spec.manifests[3]))
@@ -32,7 +30,7 @@ def managed(registry: Server, spec: SpecData, namespace: str) -> str:
     return namespace
 
 
-def _tags(http: RegistryHTTP, repo: str) -> list[str]:
+def _tags(http: ConformanceHTTP, repo: str) -> list[str]:
     resp = http.request("GET", f"/v2/{repo}/tags/list")
     if resp.status == 404:
         return []
@@ -40,7 +38,7 @@ def _tags(http: RegistryHTTP, repo: str) -> list[str]:
     return list(resp.json().get("tags") or [])
 
 
-def test_delete_tag(http: RegistryHTTP, managed: str, spec: SpecData, known_failure: Callable[[str], None]) -> None:
+def test_delete_tag(http: ConformanceHTTP, managed: str, spec: SpecData, known_failure: Callable[[str], None]) -> None:
     """DELETE /manifests/<tag> removes that tag only (202); the spec also allows 400 UNSUPPORTED or 405."""
     known_failure("tag_delete")
     before = _tags(http, managed)
@@ -56,7 +54,7 @@ def test_delete_tag(http: RegistryHTTP, managed: str, spec: SpecData, known_fail
 
 
 def test_delete_manifest_by_digest(
-    http: RegistryHTTP, managed: str, spec: SpecData, known_failure: Callable[[str], None]
+    http: ConformanceHTTP, managed: str, spec: SpecData, known_failure: Callable[[str], None]
 ) -> None:
     known_failure("s3_tag_listing_after_delete")
     before = _tags(http, managed)
@@ -69,7 +67,7 @@ def test_delete_manifest_by_digest(
     assert http.get_manifest(managed, OTHER_TAG).status == 404
 
 
-def test_delete_blobs(http: RegistryHTTP, managed: str, spec: SpecData) -> None:
+def test_delete_blobs(http: ConformanceHTTP, managed: str, spec: SpecData) -> None:
     for content in (spec.configs[3], spec.layer):
         resp = http.request("DELETE", f"/v2/{managed}/blobs/{content.digest}")
         assert resp.status in (202, 404, 405), resp.body
@@ -81,7 +79,7 @@ def test_delete_blobs(http: RegistryHTTP, managed: str, spec: SpecData) -> None:
     assert again.status == 404
 
 
-def test_delete_unknown_manifest_is_404(http: RegistryHTTP, managed: str) -> None:
+def test_delete_unknown_manifest_is_404(http: ConformanceHTTP, managed: str) -> None:
     resp = http.request("DELETE", f"/v2/{managed}/manifests/sha256:{'ab' * 32}")
     assert resp.status == 404
     assert "MANIFEST_UNKNOWN" in error_codes(resp)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
+from tests.conformance.client import ConformanceHTTP
 from tests.conformance.spec import (
     DUMMY_DIGEST,
     NONEXISTENT_MANIFEST,
@@ -18,19 +19,17 @@ from tests.conformance.spec import (
     upload,
     with_query,
 )
-from tests.realclients.checks import RegistryHTTP
-from tests.servers import Server
 
 OCTET = {"Content-Type": "application/octet-stream"}
 
 
-def _start(http: RegistryHTTP, repo: str, **headers: str) -> str:
+def _start(http: ConformanceHTTP, repo: str, **headers: str) -> str:
     resp = http.request("POST", f"/v2/{repo}/blobs/uploads/", headers or None, b"" if headers else None)
     assert resp.status == 202, f"POST upload: {resp.status} {resp.body[:300]!r}"
     return location(resp)
 
 
-def test_streamed_upload(http: RegistryHTTP, namespace: str, spec: SpecData) -> None:
+def test_streamed_upload(http: ConformanceHTTP, namespace: str, spec: SpecData) -> None:
     """POST, PATCH the whole blob without Content-Range (202), PUT with the digest and no body (201)."""
     session = _start(http, namespace)
     patched = http.request("PATCH", session, OCTET, spec.blob_a.data)
@@ -43,7 +42,7 @@ def test_streamed_upload(http: RegistryHTTP, namespace: str, spec: SpecData) -> 
     assert http.request("GET", f"/v2/{namespace}/blobs/{spec.blob_a.digest}").body == spec.blob_a.data
 
 
-def test_monolithic_upload(http: RegistryHTTP, namespace: str, spec: SpecData) -> None:
+def test_monolithic_upload(http: ConformanceHTTP, namespace: str, spec: SpecData) -> None:
     config = spec.configs[1]
     assert http.request("GET", f"/v2/{namespace}/blobs/{DUMMY_DIGEST}").status == 404
 
@@ -75,7 +74,7 @@ def test_monolithic_upload(http: RegistryHTTP, namespace: str, spec: SpecData) -
     assert http.request("GET", f"/v2/{namespace}/blobs/{spec.layer.digest}").body == spec.layer.data
 
 
-def _chunk_session(http: RegistryHTTP, namespace: str, spec: SpecData) -> tuple[str, bytes, bytes, str]:
+def _chunk_session(http: ConformanceHTTP, namespace: str, spec: SpecData) -> tuple[str, bytes, bytes, str]:
     resp = http.request("POST", f"/v2/{namespace}/blobs/uploads/", {"Content-Length": "0"}, b"")
     assert resp.status == 202, resp.body
     min_length = int(resp.headers.get("oci-chunk-min-length", "0") or 0)
@@ -88,7 +87,7 @@ def _range(start: int, data: bytes) -> str:
 
 
 def test_out_of_order_chunk_is_416(
-    http: RegistryHTTP, namespace: str, spec: SpecData, known_failure: Callable[[str], None]
+    http: ConformanceHTTP, namespace: str, spec: SpecData, known_failure: Callable[[str], None]
 ) -> None:
     known_failure("out_of_order_chunk")
     session, first, second, _ = _chunk_session(http, namespace, spec)
@@ -98,7 +97,7 @@ def test_out_of_order_chunk_is_416(
     assert resp.status == 416, resp.body
 
 
-def test_chunked_upload(http: RegistryHTTP, namespace: str, spec: SpecData) -> None:
+def test_chunked_upload(http: ConformanceHTTP, namespace: str, spec: SpecData) -> None:
     """PATCH chunk one (202, Range 0-n), PATCH chunk two on the new Location, PUT the digest (201)."""
     session, first, second, digest = _chunk_session(http, namespace, spec)
     resp = http.request("PATCH", session, {**OCTET, "Content-Length": str(len(first)), "Content-Range": _range(0, first)}, first)
@@ -115,7 +114,7 @@ def test_chunked_upload(http: RegistryHTTP, namespace: str, spec: SpecData) -> N
 
 
 def test_retried_chunk_is_416(
-    http: RegistryHTTP, namespace: str, spec: SpecData, known_failure: Callable[[str], None]
+    http: ConformanceHTTP, namespace: str, spec: SpecData, known_failure: Callable[[str], None]
 ) -> None:
     """Re-sending chunk one on the session URL it was first sent to must be refused with 416."""
     known_failure("chunk_retry")
@@ -126,7 +125,7 @@ def test_retried_chunk_is_416(
 
 
 def test_stale_upload_status_then_resume(
-    http: RegistryHTTP, namespace: str, spec: SpecData, known_failure: Callable[[str], None]
+    http: ConformanceHTTP, namespace: str, spec: SpecData, known_failure: Callable[[str], None]
 ) -> None:
     """GET on the session URL from before chunk one: 204 with Location and Range; resume from there."""
     known_failure("stale_upload_status")
@@ -144,14 +143,14 @@ def test_stale_upload_status_then_resume(
     assert done.status == 201, done.body
 
 
-def test_cross_mount_without_from_starts_a_session(http: RegistryHTTP, registry: Server) -> None:
+def test_cross_mount_without_from_starts_a_session(http: ConformanceHTTP) -> None:
     target = f"conformance/crossmount-{uuid.uuid4().hex[:8]}"
     resp = http.request("POST", with_query(f"/v2/{target}/blobs/uploads/", mount=DUMMY_DIGEST))
     assert resp.status == 202, resp.body
     assert location(resp)
 
 
-def test_cross_mount_from_another_repository(http: RegistryHTTP, namespace: str, spec: SpecData) -> None:
+def test_cross_mount_from_another_repository(http: ConformanceHTTP, namespace: str, spec: SpecData) -> None:
     upload(http, namespace, spec.blob_a)
     target = f"conformance/crossmount-{uuid.uuid4().hex[:8]}"
     resp = http.request("POST", with_query(f"/v2/{target}/blobs/uploads/", mount=spec.blob_a.digest, **{"from": namespace}))
@@ -164,14 +163,14 @@ def test_cross_mount_from_another_repository(http: RegistryHTTP, namespace: str,
         assert location(resp).startswith(f"/v2/{target}/blobs/uploads/")
 
 
-def test_cross_mount_of_a_missing_blob_starts_a_session(http: RegistryHTTP, namespace: str) -> None:
+def test_cross_mount_of_a_missing_blob_starts_a_session(http: ConformanceHTTP, namespace: str) -> None:
     target = f"conformance/crossmount-{uuid.uuid4().hex[:8]}"
     resp = http.request("POST", with_query(f"/v2/{target}/blobs/uploads/", mount=DUMMY_DIGEST, **{"from": namespace}))
     assert resp.status == 202, resp.body
     assert location(resp).startswith(f"/v2/{target}/blobs/uploads/")
 
 
-def test_manifest_upload(http: RegistryHTTP, namespace: str, spec: SpecData) -> None:
+def test_manifest_upload(http: ConformanceHTTP, namespace: str, spec: SpecData) -> None:
     upload(http, namespace, spec.configs[1])
     upload(http, namespace, spec.layer)
     assert http.get_manifest(namespace, NONEXISTENT_MANIFEST).status in (400, 404)
@@ -184,14 +183,14 @@ def test_manifest_upload(http: RegistryHTTP, namespace: str, spec: SpecData) -> 
     assert got.status == 200 and got.body == spec.manifests[1].data
 
 
-def test_manifest_with_no_layers_is_accepted(http: RegistryHTTP, namespace: str, spec: SpecData) -> None:
+def test_manifest_with_no_layers_is_accepted(http: ConformanceHTTP, namespace: str, spec: SpecData) -> None:
     upload(http, namespace, spec.configs[1])
     resp = put_manifest(http, namespace, "emptylayer", spec.empty_layer_manifest)
     assert resp.status == 201, resp.body
     assert location(resp)
 
 
-def test_manifest_referring_to_a_missing_blob_is_refused(http: RegistryHTTP, namespace: str, spec: SpecData) -> None:
+def test_manifest_referring_to_a_missing_blob_is_refused(http: ConformanceHTTP, namespace: str, spec: SpecData) -> None:
     """Not in the official suite, but the spec's MANIFEST_BLOB_UNKNOWN: every registry here must refuse it."""
     fresh = f"{namespace}-missing-blobs"
     resp = put_manifest(http, fresh, "orphan", spec.manifests[2])
@@ -199,7 +198,7 @@ def test_manifest_referring_to_a_missing_blob_is_refused(http: RegistryHTTP, nam
     assert "MANIFEST_BLOB_UNKNOWN" in error_codes(resp)
 
 
-def test_teardown_deletes(http: RegistryHTTP, namespace: str, spec: SpecData) -> None:
+def test_teardown_deletes(http: ConformanceHTTP, namespace: str, spec: SpecData) -> None:
     upload(http, namespace, spec.configs[1])
     upload(http, namespace, spec.layer)
     assert put_manifest(http, namespace, "teardown", spec.manifests[1]).status == 201
