@@ -19,8 +19,13 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 ROUNDS = 5
 
 
-async def _pusher(url: str, acked: dict[str, bytes], tags: dict[str, str], stop: asyncio.Event) -> None:
-    """Push blobs (monolithic and chunked) and manifests until the server dies or ``stop``."""
+async def _pusher(url: str, acked: dict[str, bytes], tags: dict[str, str], stop: asyncio.Event,
+                  round_no: int) -> None:
+    """Push blobs (monolithic and chunked) and manifests until the server dies or ``stop``.
+
+    Tags are unique per round: a PUT cut off by the kill may or may not have landed, so a tag
+    must never be reused by a later round.
+    """
     async with aiohttp.ClientSession() as session:
         n = 0
         deadline = time.monotonic() + 10
@@ -53,10 +58,10 @@ async def _pusher(url: str, acked: dict[str, bytes], tags: dict[str, str], stop:
                                                       "digest": cdig, "size": len(cfg)},
                                            "layers": [{"mediaType": "application/octet-stream",
                                                        "digest": digest, "size": len(data)}]}).encode()
-                    async with session.put(f"{url}/v2/crash/manifests/t{n}", data=manifest,
+                    async with session.put(f"{url}/v2/crash/manifests/r{round_no}-t{n}", data=manifest,
                                            headers={"Content-Type": OCI_MANIFEST}) as r:
                         if r.status == 201:
-                            tags[f"t{n}"] = r.headers["Docker-Content-Digest"]
+                            tags[f"r{round_no}-t{n}"] = r.headers["Docker-Content-Digest"]
             except (aiohttp.ClientError, KeyError, asyncio.TimeoutError):
                 return
 
@@ -79,9 +84,9 @@ async def test_kill_9_loses_no_acknowledged_push(tmp_path):
     acked: dict[str, bytes] = {}
     tags: dict[str, str] = {}
     try:
-        for _ in range(ROUNDS):
+        for round_no in range(ROUNDS):
             stop = asyncio.Event()
-            task = asyncio.create_task(_pusher(server.url, acked, tags, stop))
+            task = asyncio.create_task(_pusher(server.url, acked, tags, stop, round_no))
             await asyncio.sleep(random.uniform(0.2, 0.8))
             server.kill()
             stop.set()
