@@ -23,7 +23,7 @@ from registry.client.errors import DigestMismatch, NetworkError, RegistryRespons
 from registry.client.platforms import Platform, default_platform, select
 from registry.client.progress import QuietReporter, Reporter
 from registry.client.store import Store, local_name
-from registry.client.transport import RegistryClient
+from registry.client.transport import RegistryClient, gather_or_cancel
 from registry.digest import Digest
 from registry.manifest import Descriptor, Manifest, ManifestError, parse_manifest
 from registry.reference import Reference
@@ -228,13 +228,9 @@ async def pull(client: RegistryClient, store: Store, ref: Reference, *, platform
                 if path is not None:
                     staged[desc.digest] = path
 
-        tasks = [asyncio.create_task(one(d)) for d in blobs.values()]
         try:
-            await asyncio.gather(*tasks)
+            await gather_or_cancel(one(d) for d in blobs.values())
         except BaseException:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.to_thread(_undo_verified, store, staged)
             raise
 

@@ -19,7 +19,7 @@ from registry.client.authflow import repository_scope
 from registry.client.errors import ClientError, DigestMismatch, NetworkError, NotFound, RegistryResponseError
 from registry.client.progress import QuietReporter, Reporter, Task
 from registry.client.store import Image, Store
-from registry.client.transport import RegistryClient
+from registry.client.transport import RegistryClient, gather_or_cancel
 from registry.digest import Digest
 from registry.manifest import Descriptor, Manifest
 from registry.reference import Reference
@@ -197,14 +197,7 @@ async def push(client: RegistryClient, store: Store, image: Image, dest: Referen
             status = await uploader.ensure(host, repo, desc, file_opener(store.blob_path(desc.digest)), candidates[:2])
             counts[status] += 1
 
-    tasks = [asyncio.create_task(one(d)) for d in blobs.values()]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+    await gather_or_cancel(one(d) for d in blobs.values())
     for desc, data in manifests[:-1]:
         await client.put_manifest(host, repo, str(desc.digest), data, desc.media_type)
     target = str(dest.digest) if dest.digest is not None else (dest.tag or "latest")

@@ -21,7 +21,7 @@ from registry.client.platforms import Platform, default_platform, is_attestation
 from registry.client.progress import QuietReporter, Reporter
 from registry.client.pull import fetch_manifest
 from registry.client.push import DEFAULT_CHUNK_SIZE, DEFAULT_PUSH_CONCURRENCY, BlobUploader
-from registry.client.transport import RegistryClient
+from registry.client.transport import RegistryClient, gather_or_cancel
 from registry.digest import Digest
 from registry.manifest import Descriptor, Manifest
 from registry.reference import Reference
@@ -241,14 +241,7 @@ async def copy(client: RegistryClient, src: Reference, dst: Reference, *, all_pl
                 await stream.close()
             counts[status] += 1
 
-    tasks = [asyncio.create_task(one(d)) for d in blobs.values()]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
+    await gather_or_cancel(one(d) for d in blobs.values())
     for desc, mdata in manifests[:-1]:
         await client.put_manifest(dst.api_host, dst.repository, str(desc.digest), mdata, desc.media_type)
     root, root_data = manifests[-1]

@@ -410,6 +410,18 @@ class RegistryClient:
         return tags
 
 
+async def gather_or_cancel(coros: Iterable[Awaitable[Any]]) -> list[Any]:
+    """Run ``coros`` concurrently; on the first failure cancel the rest, wait for them, re-raise."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 async def retrying(op: Callable[[], Awaitable[Any]], attempts: int = 3, delay: float = 0.5) -> Any:
     """Run ``op`` again after network errors (bounded)."""
     for attempt in range(attempts):
