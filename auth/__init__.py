@@ -8,19 +8,33 @@ policy file used by every mode. See docs/auth.md.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from aiohttp import web
-
-from auth import service
-from auth.access import Access, required_access
-from auth.middleware import CONTROLLER, IDENTITY, AuthController, Identity, make_middleware
-from registry.appkeys import REPO_VISIBLE, TAG_OVERWRITE_CHECK
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
+    from auth.access import Access, required_access
+    from auth.middleware import CONTROLLER, IDENTITY, AuthController, Identity
     from registry.config import Config
 
 __all__ = ["Access", "AuthController", "CONTROLLER", "IDENTITY", "Identity", "required_access", "setup"]
+
+# The package is imported by the config loader (auth.config) and the client (auth.challenge):
+# its heavy parts (JWT, crypto, the middleware) load only when used.
+_LAZY = {
+    "Access": "auth.access", "required_access": "auth.access",
+    "AuthController": "auth.middleware", "CONTROLLER": "auth.middleware",
+    "IDENTITY": "auth.middleware", "Identity": "auth.middleware",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'auth' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 
 def setup(app: web.Application, config: "Config") -> None:
@@ -33,6 +47,10 @@ def setup(app: web.Application, config: "Config") -> None:
     """
     if not config.auth.enabled:
         return
+    from auth import service
+    from auth.middleware import CONTROLLER, AuthController, make_middleware
+    from registry.appkeys import REPO_VISIBLE, TAG_OVERWRITE_CHECK
+
     controller = AuthController(config)
     app[CONTROLLER] = controller
     app.middlewares.append(make_middleware(controller))
