@@ -35,6 +35,7 @@ import os
 import platform
 import shutil
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -569,6 +570,19 @@ def maybe_s3(backend: str, workdir: Path) -> Iterator[Any]:
 # Report ----------------------------------------------------------------------------------------
 
 
+def source_revision() -> str:
+    """The checkout's commit (``+dirty`` when files differ from it), or ``unknown``."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+
 def markdown(results: list[ServerResult], sizes: Sizes, backend: str) -> str:
     """A markdown table: one row per figure, one column per server, plus Berth/reference."""
     names = [r.name for r in results]
@@ -577,7 +591,7 @@ def markdown(results: list[ServerResult], sizes: Sizes, backend: str) -> str:
     title = (
         f"Registry server benchmark — backend `{backend}`, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M:%S')}, "
-        f"load average {os.getloadavg()[0]:.2f} at the end"
+        f"load average {os.getloadavg()[0]:.2f} at the end, commit {source_revision()}"
     )
     lines = [
         title,
@@ -609,7 +623,9 @@ def markdown(results: list[ServerResult], sizes: Sizes, backend: str) -> str:
                 cells.append("—")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Sizes: `{json.dumps(asdict(sizes))}`",
-              "Client and servers share the machine's cores; every figure runs on one server at a time.",
+              ("Client and servers share the machine's cores; the servers ran one after another, in column "
+               "order (on S3 both use one SeaweedFS and the order can move figures by tens of percent: compare "
+               "runs in both orders with `--servers`)."),
               (f"Catalog GETs ask for `?n={CATALOG_PAGE}`; the listing figures run first, so the catalog "
                "holds exactly the benchmark's repositories.")]
     if backend == "s3":
