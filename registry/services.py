@@ -42,6 +42,7 @@ log = logging.getLogger("berth.services")
 
 WRITE_BUFFER = 1 << 20  # bytes gathered before a write + hash step
 HASHER_CACHE = 4096  # in-flight uploads whose running hash we keep in memory
+MANIFEST_CACHE_BYTES = 32 << 20  # manifest bytes kept in memory, by digest
 
 
 def parse_digest(value: str, code: ErrorCode = ErrorCode.DIGEST_INVALID) -> Digest:
@@ -62,6 +63,30 @@ def check_tag(tag: str) -> str:
     if not is_valid_tag(tag):
         raise RegistryError(ErrorCode.TAG_INVALID, "invalid tag", {"tag": tag[:200]})
     return tag
+
+
+class _ByteBoundedCache:
+    """An LRU of stored manifests bounded by the total size of their bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._size = 0
+        self._items: OrderedDict[Digest, "StoredManifest"] = OrderedDict()
+
+    def get(self, key: Digest) -> "StoredManifest | None":
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+        return item
+
+    def put(self, key: Digest, item: "StoredManifest") -> None:
+        if len(item.data) > self._limit // 16 or key in self._items:
+            return
+        self._items[key] = item
+        self._size += len(item.data)
+        while self._size > self._limit:
+            _, old = self._items.popitem(last=False)
+            self._size -= len(old.data)
 
 
 @dataclass
@@ -89,7 +114,6 @@ class PutManifestResult:
     digest: Digest
     manifest: Manifest
     tags: tuple[str, ...]
-    created: bool
 
 
 class UploadState:
@@ -141,19 +165,19 @@ class Registry:
         self.max_manifest_size = max_manifest_size
         self._executor = executor
         self._hashes: OrderedDict[str, _RunningHash] = OrderedDict()
+        # Manifest bytes by digest: content-addressed, so never stale. Links (tags, revisions)
+        # are always read from storage, so replicas and deletes stay visible at once.
+        self._manifests = _ByteBoundedCache(MANIFEST_CACHE_BYTES)
         self._upload_locks: dict[str, asyncio.Lock] = {}
 
     # ------------------------------------------------------------------ blobs
     async def blob_info(self, name: str, digest: Digest) -> BlobInfo:
         """Size of a blob linked into ``name``; BLOB_UNKNOWN otherwise."""
-        if not (await self.driver.exists(layout.layer_link(name, digest))
-                or await self.driver.exists(layout.revision_link(name, digest))):
+        linked, info = await asyncio.gather(self.driver.exists(layout.layer_link(name, digest)),
+                                            self.blob_exists_anywhere(digest))
+        if info is None or not (linked or await self.driver.exists(layout.revision_link(name, digest))):
             raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)})
-        try:
-            info = await self.driver.stat(layout.blob_data(digest))
-        except PathNotFound:
-            raise RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)}) from None
-        return BlobInfo(digest, info.size)
+        return info
 
     async def blob_exists_anywhere(self, digest: Digest) -> BlobInfo | None:
         try:
@@ -461,11 +485,16 @@ class Registry:
                 # No such tag can exist; the conformance suite expects 404 here, not 400.
                 raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"tag": reference[:200]})
             digest = await self.resolve_tag(name, reference)
+        cached = self._manifests.get(digest)
+        if cached is not None:
+            return cached
         try:
             data = await self.driver.get_content(layout.blob_data(digest))
         except PathNotFound:
             raise RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"digest": str(digest)}) from None
-        return StoredManifest(digest, stored_media_type(data), data)
+        stored = StoredManifest(digest, stored_media_type(data), data)
+        self._manifests.put(digest, stored)
+        return stored
 
     async def put_manifest(
         self,
@@ -499,17 +528,14 @@ class Registry:
             raise RegistryError(ErrorCode.DIGEST_INVALID, "manifest digest does not match the reference",
                                 {"expected": str(expected), "computed": str(digest)})
         await self._check_references(name, manifest)
-        created = not await self.driver.exists(layout.revision_link(name, digest))
-        blob_path = layout.blob_data(digest)
-        if not await self.driver.exists(blob_path):
-            await self.driver.put_content(blob_path, data)
+        await self.driver.put_content(layout.blob_data(digest), data)  # small; rewriting is cheap
         await self.driver.put_content(layout.revision_link(name, digest), str(digest).encode())
         if manifest.subject is not None:
             await self.driver.put_content(
                 layout.referrer_link(name, manifest.subject.digest, digest), str(digest).encode())
         for tag in tags:
             await self.tag_manifest(name, tag, digest)
-        return PutManifestResult(digest, manifest, tuple(tags), created)
+        return PutManifestResult(digest, manifest, tuple(tags))
 
     async def _check_references(self, name: str, manifest: Manifest) -> None:
         async def check_blob(desc_digest: Digest) -> Digest | None:
@@ -535,8 +561,9 @@ class Registry:
             raise RegistryError(ErrorCode.MANIFEST_BLOB_UNKNOWN, detail={"digests": [str(d) for d in missing]})
 
     async def tag_manifest(self, name: str, tag: str, digest: Digest) -> None:
-        await self.driver.put_content(layout.tag_index_link(name, tag, digest), str(digest).encode())
-        await self.driver.put_content(layout.tag_current_link(name, tag), str(digest).encode())
+        link = str(digest).encode()
+        await asyncio.gather(self.driver.put_content(layout.tag_index_link(name, tag, digest), link),
+                             self.driver.put_content(layout.tag_current_link(name, tag), link))
 
     async def tag_exists(self, name: str, tag: str) -> bool:
         return await self.driver.exists(layout.tag_current_link(name, tag))
@@ -596,6 +623,8 @@ class Registry:
 
     async def repositories(self, markers: tuple[str, ...] = ("_manifests", "_layers")) -> list[str]:
         """Every repository name, sorted: a directory holding one of ``markers``."""
+        if self.driver.walk_is_cheap:
+            return await self._repositories_by_walk(markers)
         found: list[str] = []
         sem = asyncio.Semaphore(16)
 
@@ -618,6 +647,25 @@ class Registry:
             await asyncio.gather(*(visit(p, n) for p, n in subdirs))
 
         await visit(layout.REPOSITORIES, "")
+        return sorted(found)
+
+    async def _repositories_by_walk(self, markers: tuple[str, ...]) -> list[str]:
+        """:meth:`repositories` from one walk of the tree (a few flat listings on object stores)."""
+        found: set[str] = set()
+        prefix = layout.REPOSITORIES + "/"
+        try:
+            async for info in self.driver.walk(layout.REPOSITORIES):
+                parts = info.path[len(prefix):].split("/")
+                for i, part in enumerate(parts[:-1]):
+                    if part in markers:
+                        name = "/".join(parts[:i])
+                        if is_valid_name(name):
+                            found.add(name)
+                        break
+                    if part.startswith("_"):
+                        break
+        except PathNotFound:
+            return []
         return sorted(found)
 
     # -------------------------------------------------------------- referrers

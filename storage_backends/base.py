@@ -117,6 +117,9 @@ class StorageDriver(ABC):
     name: str = "base"
     #: Smallest chunk the backend handles efficiently (advertised as OCI-Chunk-Min-Length).
     min_chunk_size: int = 1
+    #: Whether ``walk`` of a large tree costs less than listing it directory by directory
+    #: (true for object stores, where a walk is a few flat listings).
+    walk_is_cheap: bool = False
 
     # ---- public API (validates, then calls the primitive) ----
     async def get_content(self, path: str) -> bytes:

@@ -50,6 +50,7 @@ class InMemoryDriver(StorageDriver):
     """A dict of path -> bytes; directories are implied by paths."""
 
     name = "inmemory"
+    walk_is_cheap = True
 
     def __init__(self) -> None:
         self._files: dict[str, tuple[bytes, float]] = {}

@@ -161,6 +161,7 @@ class S3Driver(StorageDriver):
     """Objects in an S3 (or S3-compatible) bucket; takes the ``storage.s3`` config keys."""
 
     name = "s3"
+    walk_is_cheap = True
     min_chunk_size = MIN_PART_SIZE
 
     def __init__(
