@@ -14,7 +14,6 @@ from registry.errors import ErrorCode, RegistryError
 from registry.events import Event, RequestInfo
 from registry.services import Registry
 
-BODY_CHUNK = 1 << 18
 _HOST_RE = re.compile(r"^[A-Za-z0-9.\-\[\]:]{1,255}$")
 
 

@@ -13,7 +13,6 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from registry.app import create_app
 from registry.config import parse_config
-from storage_backends import create_driver
 from tests.api.conftest import image_manifest, push_blob, rel, sha256
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

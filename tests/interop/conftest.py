@@ -7,13 +7,10 @@ import pytest
 from tests.images import ImageSet, cached_standard_images
 from tests.realclients.clients import Skopeo
 
-
-
 @pytest.fixture(scope="session")
 def images() -> ImageSet:
     """The standard test images."""
     return cached_standard_images()
-
 
 @pytest.fixture(scope="session")
 def skopeo(tmp_path_factory: pytest.TempPathFactory) -> Skopeo:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from storage_backends.base import StorageDriver
 from storage_backends.inmemory import InMemoryDriver
 from tests.storage.contract import DriverContract, DriverFactory
 
