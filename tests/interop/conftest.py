@@ -1,4 +1,4 @@
-"""Fixtures for the interop suite: images, skopeo, and an S3 server when an s3 run needs one."""
+"""Fixtures for the interop suite: images and skopeo (S3 comes from the root conftest)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import pytest
 from tests.images import ImageSet, cached_standard_images
 from tests.realclients.clients import Skopeo
 
+
 @pytest.fixture(scope="session")
 def images() -> ImageSet:
     """The standard test images."""
     return cached_standard_images()
+
 
 @pytest.fixture(scope="session")
 def skopeo(tmp_path_factory: pytest.TempPathFactory) -> Skopeo:
