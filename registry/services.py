@@ -623,50 +623,8 @@ class Registry:
 
     async def repositories(self, markers: tuple[str, ...] = ("_manifests", "_layers")) -> list[str]:
         """Every repository name, sorted: a directory holding one of ``markers``."""
-        if self.driver.walk_is_cheap:
-            return await self._repositories_by_walk(markers)
-        found: list[str] = []
-        sem = asyncio.Semaphore(16)
-
-        async def visit(path: str, name: str) -> None:
-            async with sem:
-                try:
-                    children = await self.driver.list(path)
-                except PathNotFound:
-                    return
-            subdirs = []
-            is_repo = False
-            for child in children:
-                base = child.rsplit("/", 1)[-1]
-                if base in markers:
-                    is_repo = True
-                elif not base.startswith("_"):
-                    subdirs.append((child, f"{name}/{base}" if name else base))
-            if is_repo and is_valid_name(name):
-                found.append(name)
-            await asyncio.gather(*(visit(p, n) for p, n in subdirs))
-
-        await visit(layout.REPOSITORIES, "")
-        return sorted(found)
-
-    async def _repositories_by_walk(self, markers: tuple[str, ...]) -> list[str]:
-        """:meth:`repositories` from one walk of the tree (a few flat listings on object stores)."""
-        found: set[str] = set()
-        prefix = layout.REPOSITORIES + "/"
-        try:
-            async for info in self.driver.walk(layout.REPOSITORIES):
-                parts = info.path[len(prefix):].split("/")
-                for i, part in enumerate(parts[:-1]):
-                    if part in markers:
-                        name = "/".join(parts[:i])
-                        if is_valid_name(name):
-                            found.add(name)
-                        break
-                    if part.startswith("_"):
-                        break
-        except PathNotFound:
-            return []
-        return sorted(found)
+        dirs = await self.driver.find_dirs(layout.REPOSITORIES, markers)
+        return [d for d in dirs if is_valid_name(d)]
 
     # -------------------------------------------------------------- referrers
     async def referrers(self, name: str, subject: Digest, artifact_type: str | None = None) -> list[dict[str, Any]]:

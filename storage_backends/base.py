@@ -167,6 +167,57 @@ class StorageDriver(ABC):
             return False
         return True
 
+    async def find_dirs(self, path: str, markers: tuple[str, ...], skip_prefix: str = "_") -> "builtins.list[str]":
+        """Directories below ``path`` that hold a child named in ``markers``, as paths relative to
+        ``path``, sorted; children whose name starts with ``skip_prefix`` are not descended into.
+
+        (The catalog: repositories are the directories holding ``_manifests`` or ``_layers``.)
+        """
+        validate_path(path)
+        if self.walk_is_cheap:
+            return await self._find_dirs_by_walk(path, markers, skip_prefix)
+        return await self._find_dirs_by_listing(path, markers, skip_prefix)
+
+    async def _find_dirs_by_walk(self, path: str, markers: tuple[str, ...], skip_prefix: str) -> "builtins.list[str]":
+        found: set[str] = set()
+        prefix = "/" if path == "/" else path + "/"
+        try:
+            async for info in self.walk(path):
+                parts = info.path[len(prefix):].split("/")
+                for i, part in enumerate(parts[:-1]):
+                    if part in markers:
+                        found.add("/".join(parts[:i]))
+                        break
+                    if part.startswith(skip_prefix):
+                        break
+        except PathNotFound:
+            return []
+        return sorted(found)
+
+    async def _find_dirs_by_listing(self, path: str, markers: tuple[str, ...], skip_prefix: str) -> "builtins.list[str]":
+        import asyncio
+
+        found: list[str] = []
+        sem = asyncio.Semaphore(16)
+
+        async def visit(current: str, rel: str) -> None:
+            async with sem:
+                try:
+                    children = await self.list(current)
+                except PathNotFound:
+                    return
+            subdirs = []
+            for child in children:
+                base = child.rsplit("/", 1)[-1]
+                if base in markers:
+                    found.append(rel)
+                elif not base.startswith(skip_prefix):
+                    subdirs.append((child, f"{rel}/{base}" if rel else base))
+            await asyncio.gather(*(visit(p, r) for p, r in subdirs))
+
+        await visit(path, "")
+        return sorted(set(found))
+
     async def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release clients and thread pools."""
 

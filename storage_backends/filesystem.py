@@ -32,6 +32,7 @@ from storage_backends.base import (
     PathNotFound,
     StorageDriver,
     StorageUnavailable,
+    validate_path,
 )
 
 T = TypeVar("T")
@@ -252,6 +253,30 @@ class FilesystemDriver(StorageDriver):
                 os.unlink(local)
 
         await self._run(_rm)
+
+    async def find_dirs(self, path: str, markers: tuple[str, ...], skip_prefix: str = "_") -> list[str]:
+        """One pruned ``scandir`` walk in one thread (a thread hop per directory costs ~6x more)."""
+        root = self._local(validate_path(path))
+
+        def _scan() -> list[str]:
+            found: list[str] = []
+            stack = [("", root)]
+            while stack:
+                rel, local = stack.pop()
+                try:
+                    with os.scandir(local) as it:
+                        entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                names = {name for name, _ in entries}
+                if any(m in names for m in markers):
+                    found.append(rel)
+                for name, is_dir in entries:
+                    if is_dir and not name.startswith(skip_prefix) and not name.startswith(HIDDEN_PREFIX):
+                        stack.append((f"{rel}/{name}" if rel else name, os.path.join(local, name)))
+            return sorted(found)
+
+        return await self._run(_scan)
 
     async def _walk(self, path: str) -> AsyncIterator[FileInfo]:
         local = self._local(path)

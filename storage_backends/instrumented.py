@@ -95,6 +95,7 @@ class InstrumentedDriver(StorageDriver):
         self.inner = inner
         self.name = inner.name
         self.min_chunk_size = inner.min_chunk_size
+        self.walk_is_cheap = inner.walk_is_cheap
 
     def _timer(self, operation: str) -> _Timer:
         return _Timer(self.name, operation)
@@ -164,6 +165,10 @@ class InstrumentedDriver(StorageDriver):
 
     def local_path(self, path: str) -> str | None:
         return self.inner.local_path(path)
+
+    async def find_dirs(self, path: str, markers: tuple[str, ...], skip_prefix: str = "_") -> list[str]:
+        with self._timer("find_dirs"):
+            return await self.inner.find_dirs(path, markers, skip_prefix)
 
     async def health(self) -> None:
         with self._timer("health"):

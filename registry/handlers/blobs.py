@@ -1,6 +1,6 @@
 """Blob handlers: ``HEAD``/``GET``/``DELETE /v2/<name>/blobs/<digest>``.
 
-Filesystem blobs are served with sendfile (``FileResponse``, which also answers
+Filesystem blobs are served by ``FileResponse`` (sendfile on the standard loop; uvloop copies), which also answers
 ``Range`` with 206/416); other backends answer 307 to a presigned URL unless
 redirects are disabled, in which case the bytes are streamed from the driver.
 """

@@ -545,6 +545,17 @@ class DriverContract:
             with pytest.raises(PathNotFound):
                 await walk_all(driver, missing)
 
+    async def test_find_dirs_holding_markers(self, driver: StorageDriver) -> None:
+        for p in ("/r/a/_manifests/x", "/r/a/b/_layers/y", "/r/a/b/c/_layers/z", "/r/c/_uploads/u",
+                  "/r/_hidden/d/_manifests/q", "/r/e/f/g/_manifests/tags/t/link", "/other/h/_manifests/x"):
+            await driver.put_content(p, b"1")
+        found = await driver.find_dirs("/r", ("_manifests", "_layers"))
+        assert found == ["a", "a/b", "a/b/c", "e/f/g"]
+        assert await driver.find_dirs("/r", ("_uploads",)) == ["c"]
+        assert await driver.find_dirs("/no/such", ("_manifests",)) == []
+        with pytest.raises(InvalidPath):
+            await driver.find_dirs("/r/../x", ("_manifests",))
+
     # ---- paths ----
     @pytest.mark.parametrize("bad", INVALID_PATHS, ids=repr)
     async def test_invalid_paths_rejected_before_backend(self, driver: StorageDriver, bad: str) -> None:
