@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bcrypt
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -147,3 +148,25 @@ async def raw_request(client: Any, method: str, path: str,
         k, _, v = line.partition(":")
         parsed[k.strip().lower()] = v.strip()
     return int(status_line.split()[1]), parsed, body
+
+
+# The policy and users the middleware and token-service tests share.
+POLICY = """
+groups: {devs: [alice]}
+rules:
+  - repository: "public/**"
+    anonymous: [pull]
+  - repository: "team/**"
+    groups: {devs: ["*"]}
+    users: {bob: [pull]}
+  - repository: "releases/**"
+    groups: {devs: ["*"]}
+    immutable: true
+"""
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    write_htpasswd(tmp_path / "htpasswd", {"alice": "wonderland", "bob": "builder"})
+    (tmp_path / "policy.yml").write_text(POLICY)
+    return tmp_path

@@ -11,27 +11,8 @@ from typing import Any, Callable
 import pytest
 
 from auth.challenge import parse_www_authenticate
-from tests.auth.conftest import basic, raw_request, small_app, write_htpasswd
+from tests.auth.conftest import POLICY, basic, raw_request, small_app, write_htpasswd
 
-POLICY = """
-groups: {devs: [alice]}
-rules:
-  - repository: "public/**"
-    anonymous: [pull]
-  - repository: "team/**"
-    groups: {devs: ["*"]}
-    users: {bob: [pull]}
-  - repository: "releases/**"
-    groups: {devs: ["*"]}
-    immutable: true
-"""
-
-
-@pytest.fixture
-def files(tmp_path: Path) -> Path:
-    write_htpasswd(tmp_path / "htpasswd", {"alice": "wonderland", "bob": "builder"})
-    (tmp_path / "policy.yml").write_text(POLICY)
-    return tmp_path
 
 
 @pytest.fixture

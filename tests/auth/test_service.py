@@ -21,26 +21,7 @@ from auth.middleware import CONTROLLER
 from auth.tokens import TokenVerifier, TrustedKeys, generate_signing_key, issue_token
 from tests.auth.conftest import basic, bearer, raw_request, small_app, write_htpasswd
 
-POLICY = """
-groups: {devs: [alice]}
-rules:
-  - repository: "public/**"
-    anonymous: [pull]
-  - repository: "team/**"
-    groups: {devs: ["*"]}
-    users: {bob: [pull]}
-  - repository: "releases/**"
-    groups: {devs: ["*"]}
-    immutable: true
-"""
 SERVICE = "berth-registry"
-
-
-@pytest.fixture
-def files(tmp_path: Path) -> Path:
-    write_htpasswd(tmp_path / "htpasswd", {"alice": "wonderland", "bob": "builder"})
-    (tmp_path / "policy.yml").write_text(POLICY)
-    return tmp_path
 
 
 @pytest.fixture
