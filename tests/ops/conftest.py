@@ -8,7 +8,6 @@ collection on another — as ``berth gc`` next to ``berth serve`` would.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import uuid
@@ -21,6 +20,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from registry.app import create_app
+from tests.api.conftest import image_manifest, push_blob, sha256  # noqa: F401 - re-exported
 from registry.config import Config, parse_config
 from registry.observability import server_kwargs
 from storage_backends import StorageDriver, create_driver
@@ -97,31 +97,7 @@ def app_client(aiohttp_client: Callable[..., Any]) -> Callable[..., Any]:
 # ---------------------------------------------------------------------------------- push helpers
 
 
-def sha256(data: bytes) -> str:
-    """``sha256:<hex>`` of ``data``."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-async def push_blob(client: TestClient, name: str, data: bytes) -> str:
-    """Monolithic upload; returns the digest."""
-    digest = sha256(data)
-    resp = await client.post(f"/v2/{name}/blobs/uploads/?digest={digest}", data=data)
-    assert resp.status == 201, await resp.text()
-    return digest
-
-
-def image_manifest(config: bytes, layers: list[bytes], **extra: Any) -> bytes:
-    """An OCI image manifest naming ``config`` and ``layers``."""
-    doc: dict[str, Any] = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(config),
-                   "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": sha256(layer),
-                    "size": len(layer)} for layer in layers],
-    }
-    doc.update(extra)
-    return json.dumps(doc).encode()
+# sha256, push_blob and image_manifest are the API suite's (re-exported for the ops tests).
 
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
