@@ -346,20 +346,20 @@ class Registry:
         *,
         start: int | None = None,
         length: int | None = None,
-    ) -> int:
+    ) -> tuple[int, str]:
         """Append a chunk; ``start`` (from Content-Range) must equal the current offset.
 
-        Returns the new offset. On a range mismatch raises RANGE_INVALID (416) carrying the
-        current ``Range`` header.
+        Returns the new offset and the upload's start time. On a range mismatch raises
+        RANGE_INVALID (416) carrying the current ``Range`` header.
         """
-        await self._require_upload(name, upload_id)
+        started = await self._require_upload(name, upload_id)
         async with self._lock(upload_id):
             writer = await self._open_at(name, upload_id, start)
             running = self._take_hash(upload_id, writer.size, "sha256")
             await self._append(writer, running, body, length)
             await writer.close()
             self._remember(upload_id, running)
-            return writer.size
+            return writer.size, started
 
     async def complete_upload(
         self,
@@ -565,8 +565,12 @@ class Registry:
         await asyncio.gather(self.driver.put_content(layout.tag_index_link(name, tag, digest), link),
                              self.driver.put_content(layout.tag_current_link(name, tag), link))
 
-    async def tag_exists(self, name: str, tag: str) -> bool:
-        return await self.driver.exists(layout.tag_current_link(name, tag))
+    async def tagged_digest(self, name: str, tag: str) -> Digest | None:
+        """The digest ``tag`` points at, or None when the tag does not exist."""
+        try:
+            return await self.resolve_tag(name, tag)
+        except RegistryError:
+            return None
 
     async def delete_manifest(self, name: str, digest: Digest) -> list[str]:
         """Delete a manifest revision and every tag of ``name`` pointing at it; returns the tags."""
@@ -681,17 +685,16 @@ def stored_media_type(data: bytes) -> str:
     """The media type of stored manifest bytes (from their ``mediaType``, else their shape)."""
     try:
         doc = json.loads(data)
-        if isinstance(doc, dict):
-            return detect_media_type(doc, None)
-    except (ValueError, ManifestError):
-        pass
-    try:
-        doc = json.loads(data)
-        if isinstance(doc, dict) and doc.get("schemaVersion") == 1:
-            return mt.DOCKER_MANIFEST_V1_SIGNED if "signatures" in doc else mt.DOCKER_MANIFEST_V1
     except ValueError:
-        pass
-    return mt.OCI_MANIFEST
+        return mt.OCI_MANIFEST
+    if not isinstance(doc, dict):
+        return mt.OCI_MANIFEST
+    if doc.get("schemaVersion") == 1:  # written by an old registry; served as it is
+        return mt.DOCKER_MANIFEST_V1_SIGNED if "signatures" in doc else mt.DOCKER_MANIFEST_V1
+    try:
+        return detect_media_type(doc, None)
+    except ManifestError:
+        return mt.OCI_MANIFEST
 
 
 def _parse_time(text: str) -> float:

@@ -64,9 +64,9 @@ async def put_manifest(request: web.Request, route: Route) -> web.StreamResponse
     if check is not None:
         new_digest = Digest.from_bytes(data, parse_digest(route.reference).algorithm if ":" in route.reference else "sha256")
         for tag in tags:
-            if await registry.tag_exists(route.name, tag):
-                if await registry.resolve_tag(route.name, tag) != new_digest:
-                    await check(request, route.name, tag)
+            current = await registry.tagged_digest(route.name, tag)
+            if current is not None and current != new_digest:
+                await check(request, route.name, tag)
     result = await registry.put_manifest(route.name, route.reference, data,
                                          request.headers.get("Content-Type"), extra)
     location = url_for(request, f"/v2/{route.name}/manifests/{result.digest}")

@@ -126,9 +126,8 @@ async def patch_upload(request: web.Request, route: Route) -> web.StreamResponse
     registry = registry_of(request)
     _check_state(request, route.name, route.reference)
     start, length = _content_range(request)
-    offset = await registry.append_upload(route.name, route.reference, body_chunks(request),
-                                          start=start, length=length)
-    started = await registry._require_upload(route.name, route.reference)
+    offset, started = await registry.append_upload(route.name, route.reference, body_chunks(request),
+                                                   start=start, length=length)
     return _progress(request, 202, route.name, route.reference, offset, started)
 
 
