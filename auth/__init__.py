@@ -40,8 +40,8 @@ def __getattr__(name: str) -> Any:
 def setup(app: web.Application, config: "Config") -> None:
     """Install auth on ``app`` (call after the error middleware is in place; no-op without ``auth``).
 
-    Appends the auth middleware, sets ``app[REPO_VISIBLE]`` (catalog filtering) and
-    ``app[TAG_OVERWRITE_CHECK]`` (tag immutability), mounts ``/auth/token`` and
+    Appends the auth middleware, sets ``app[REPO_VISIBLE]`` (catalog filtering),
+    ``app[PULL_FILTER]`` (automatic mounts) and ``app[TAG_OVERWRITE_CHECK]`` (tag immutability), mounts ``/auth/token`` and
     ``/auth/jwks`` when the built-in token service is enabled, and loads every
     file the config names in ``cleanup_ctx`` (startup fails if one is unusable).
     """
@@ -49,13 +49,14 @@ def setup(app: web.Application, config: "Config") -> None:
         return
     from auth import service
     from auth.middleware import CONTROLLER, AuthController, make_middleware
-    from registry.appkeys import REPO_VISIBLE, TAG_OVERWRITE_CHECK
+    from registry.appkeys import PULL_FILTER, REPO_VISIBLE, TAG_OVERWRITE_CHECK
 
     controller = AuthController(config)
     app[CONTROLLER] = controller
     app.middlewares.append(make_middleware(controller))
     app[REPO_VISIBLE] = controller.repo_visible
     app[TAG_OVERWRITE_CHECK] = controller.check_overwrite
+    app[PULL_FILTER] = controller.pull_filter
     app.cleanup_ctx.append(controller.lifecycle)
     if config.auth.token is not None and config.auth.token.builtin:
         service.add_routes(app, controller)

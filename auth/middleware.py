@@ -292,6 +292,19 @@ class AuthController:
         user = identity.user if identity is not None else None
         return PULL in (await self.policy()).actions(user, repository)
 
+    async def pull_filter(self, request: web.Request) -> Callable[[str], bool] | None:
+        """What the caller may pull, for an automatic mount: None for everything, else a predicate.
+
+        Without a policy file every named user may pull everything (the open policy); with
+        one, the policy decides per repository, as for the catalog.
+        """
+        identity: Identity | None = request.get(IDENTITY)
+        user = identity.user if identity is not None else None
+        if self.policy_file is None and user is not None:
+            return None
+        policy = await self.policy()
+        return lambda repository: PULL in policy.actions(user, repository)
+
     async def check_overwrite(self, request: web.Request, repository: str, tag: str) -> None:
         """Raise DENIED unless the caller may move ``tag`` (which exists) to another manifest.
 

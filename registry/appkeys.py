@@ -22,6 +22,11 @@ EVENTS: web.AppKey[EventSink] = web.AppKey("berth.events")
 # (Used to filter the catalog; absent means "yes".)
 REPO_VISIBLE: web.AppKey[Callable[[web.Request, str], Awaitable[bool]]] = web.AppKey("berth.repo_visible")
 
+# Set by the auth layer: which repositories the caller of this request may pull, as a predicate,
+# or None when they may pull every repository (no policy file). Automatic mounts ask it.
+PULL_FILTER: web.AppKey[Callable[[web.Request], Awaitable[Callable[[str], bool] | None]]] = web.AppKey(
+    "berth.pull_filter")
+
 # Request-scoped state.
 REQUEST_USER: web.RequestKey[str] = web.RequestKey("berth.user", str)  # the authenticated user name
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("berth.request_id", str)

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from registry.appkeys import REGISTRY, REPO_VISIBLE, UPLOAD_STATE
+from registry.appkeys import PULL_FILTER, REGISTRY, REPO_VISIBLE, UPLOAD_STATE
 from registry.errors import ErrorCode, RegistryError
 from registry.handlers.common import body_chunks, content_length, emit, registry_of, url_for
 from registry.routes import Route
@@ -79,18 +79,20 @@ async def start_upload(request: web.Request, route: Route) -> web.StreamResponse
     if mount is not None:
         digest = parse_digest(mount)
         source = request.query.get("from")
-        info: BlobInfo | None
+        info: BlobInfo | None = None
         if source is not None:
             check_name(source)
             info = await registry.mount_blob(name, source, digest)
-        elif REPO_VISIBLE in request.app:
-            # With access control, a digest alone must not reveal blobs of repositories the
-            # caller may not pull: automatic mount is off, the client uploads normally.
-            info = None
-        else:
-            info = await registry.blob_exists_anywhere(digest)
-            if info is not None:
-                await registry.link_blob(name, digest)
+        elif PULL_FILTER in request.app:
+            # Under access control a digest alone must not reveal a blob of a repository the
+            # caller may not pull: mount only from one they may (else a normal upload).
+            mounted = await registry.auto_mount(name, digest, await request.app[PULL_FILTER](request))
+            if mounted is not None:
+                info, source = mounted
+        elif REPO_VISIBLE not in request.app:
+            mounted = await registry.auto_mount(name, digest, None)
+            if mounted is not None:
+                info, source = mounted
         if info is not None:
             await emit(request, "mount", name, media_type="application/octet-stream", size=info.size,
                        digest=str(digest), from_repository=source or "",

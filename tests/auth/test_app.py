@@ -256,18 +256,90 @@ async def test_head_challenge_has_no_body(make: Any) -> None:
     assert await resp.read() == b""
 
 
-async def test_automatic_mount_is_off_under_access_control(make: Any) -> None:
+async def test_automatic_mount_never_reveals_a_blob_the_caller_may_not_pull(make: Any) -> None:
     """A digest alone must not copy a blob out of a repository the caller may not pull."""
     client = await make("token")
     root = Session(client, ("root", "toor"))
     secret = os.urandom(256)
-    assert (await root.push_blob("releases/secret", secret)).status == 201
+    assert (await root.push_blob("private/secret", secret)).status == 201
     alice = Session(client, ("alice", "wonderland"))
     h = await alice.headers("repository:team/steal:pull,push")
     resp = await client.post(f"/v2/team/steal/blobs/uploads/?mount={sha256(secret)}", headers=h)
     assert resp.status == 202  # a normal upload, not a mount
     resp = await client.head(f"/v2/team/steal/blobs/{sha256(secret)}", headers=h)
     assert resp.status == 404
+    assert not [e for e in client.recorder.events if e.action == "mount"]
+
+
+@pytest.mark.parametrize("mode", ["token", "basic"])
+async def test_automatic_mount_from_a_repository_the_caller_may_pull(make: Any, mode: str) -> None:
+    client = await make(mode)
+    alice = Session(client, ("alice", "wonderland"), mode)
+    shared = os.urandom(256)
+    # Also linked from a repository alice may not pull: the mount names the one she may.
+    assert (await Session(client, ("root", "toor"), mode).push_blob("private/copy", shared)).status == 201
+    assert (await alice.push_blob("team/base", shared)).status == 201
+    h = await alice.headers("repository:team/app:pull,push")
+    resp = await client.post(f"/v2/team/app/blobs/uploads/?mount={sha256(shared)}", headers=h)
+    assert resp.status == 201, await resp.text()
+    assert resp.headers["Location"].endswith(f"/v2/team/app/blobs/{sha256(shared)}")
+    assert (await client.get(f"/v2/team/app/blobs/{sha256(shared)}", headers=h)).status == 200
+    mounts = [e for e in client.recorder.events if e.action == "mount"]
+    assert [(m.repository, m.from_repository) for m in mounts] == [("team/app", "team/base")]
+    # The target already linking the blob mounts too (the official suite's check).
+    resp = await client.post(f"/v2/team/app/blobs/uploads/?mount={sha256(shared)}", headers=h)
+    assert resp.status == 201
+
+
+async def test_automatic_mount_without_a_policy_file_mounts_any_stored_blob(make: Any) -> None:
+    client = await make("token", policy=False)
+    data = os.urandom(256)
+    assert (await Session(client, ("root", "toor")).push_blob("elsewhere/src", data)).status == 201
+    alice = Session(client, ("alice", "wonderland"))
+    h = await alice.headers("repository:mine/app:pull,push")
+    resp = await client.post(f"/v2/mine/app/blobs/uploads/?mount={sha256(data)}", headers=h)
+    assert resp.status == 201
+    missing = sha256(b"never stored")
+    resp = await client.post(f"/v2/mine/app/blobs/uploads/?mount={missing}", headers=h)
+    assert resp.status == 202
+
+
+async def test_automatic_mount_checks_a_bounded_number_of_repositories(make: Any, driver: Any) -> None:
+    """Many pullable repositories, the blob linked from none near the target: bounded link checks,
+    then a normal upload; a repository list taken once per snapshot, not per request."""
+    from registry import layout
+    from registry.digest import Digest
+    from registry.services.blobs import AUTOMOUNT_CANDIDATES
+
+    client = await make("token")
+    root = Session(client, ("root", "toor"))
+    data = os.urandom(256)
+    assert (await root.push_blob("private/only", data)).status == 201
+    other = Digest.parse(sha256(b"other"))
+    for i in range(3 * AUTOMOUNT_CANDIDATES):
+        await driver.put_content(layout.layer_link(f"team/r{i:03d}", other), str(other).encode())
+    link_checks: list[str] = []
+    listings: list[str] = []
+    exists, find_dirs = driver.exists, driver.find_dirs
+
+    async def counting_exists(path: str) -> bool:
+        if path.endswith("/link") and "/_layers/" in path:
+            link_checks.append(path)
+        return await exists(path)
+
+    async def counting_find_dirs(path: str, *args: Any, **kwargs: Any) -> Any:
+        listings.append(path)
+        return await find_dirs(path, *args, **kwargs)
+
+    driver.exists, driver.find_dirs = counting_exists, counting_find_dirs
+    alice = Session(client, ("alice", "wonderland"))
+    h = await alice.headers("repository:team/r050x:pull,push")
+    for _ in range(3):
+        resp = await client.post(f"/v2/team/r050x/blobs/uploads/?mount={sha256(data)}", headers=h)
+        assert resp.status == 202
+    assert 0 < len(link_checks) <= 3 * AUTOMOUNT_CANDIDATES
+    assert len(listings) == 1
+    assert not any("/private/" in p for p in link_checks)  # never asked about a repository she may not pull
 
 
 @pytest.mark.parametrize("path", ["/admin/webhooks", "/admin/du"])

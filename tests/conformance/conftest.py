@@ -46,6 +46,7 @@ REFERENCE_KNOWN_FAILURES: dict[str, str] = {
     "tag_pagination": "Distribution 2.8 ignores n and last on tags/list (every tag, unsorted, in one answer)",
     "referrers": "Distribution 2.8 has no referrers API (404) and sets no OCI-Subject",
     "tag_delete": "Distribution 2.8 answers DELETE /manifests/<tag> with 400 DIGEST_INVALID (not 202, nor 400 UNSUPPORTED)",
+    "automatic_mount": "Distribution 2.8 has no automatic mount: POST ?mount= without from always starts an upload (202)",
     "malformed_reference_400": "Distribution 2.8 takes sha256:totallywrong for a tag and fails with 500 on the path",
 }
 

@@ -163,6 +163,24 @@ def test_cross_mount_from_another_repository(http: ConformanceHTTP, namespace: s
         assert location(resp).startswith(f"/v2/{target}/blobs/uploads/")
 
 
+def test_automatic_cross_mount(http: ConformanceHTTP, namespace: str, spec: SpecData,
+                               known_failure: Callable[[str], None]) -> None:
+    """The official suite's OCI_AUTOMATIC_CROSSMOUNT=1 check: ``mount`` without ``from`` finds the blob
+    (here in a fresh repository, so the registry must discover it; in every auth run the user may
+    pull every repository, so the blob must mount)."""
+    known_failure("automatic_mount")
+    upload(http, namespace, spec.blob_a)
+    target = f"conformance/crossmount-{uuid.uuid4().hex[:8]}"
+    resp = http.request("POST", with_query(f"/v2/{target}/blobs/uploads/", mount=spec.blob_a.digest))
+    assert resp.status == 201, resp.body
+    assert location(resp) == f"/v2/{target}/blobs/{spec.blob_a.digest}"
+    fetched = http.request("GET", location(resp))
+    assert fetched.status == 200 and fetched.body == spec.blob_a.data
+    # Again, now that the target links it: still 201 (where the official suite asks).
+    again = http.request("POST", with_query(f"/v2/{target}/blobs/uploads/", mount=spec.blob_a.digest))
+    assert again.status == 201, again.body
+
+
 def test_cross_mount_of_a_missing_blob_starts_a_session(http: ConformanceHTTP, namespace: str) -> None:
     target = f"conformance/crossmount-{uuid.uuid4().hex[:8]}"
     resp = http.request("POST", with_query(f"/v2/{target}/blobs/uploads/", mount=DUMMY_DIGEST, **{"from": namespace}))
