@@ -1,8 +1,11 @@
 """Users and passwords from an Apache htpasswd file (bcrypt entries only), checked in constant time.
 
-Guarantees: every password check runs ``bcrypt.checkpw`` in a thread, also for
-unknown users (against a dummy hash of the file's highest cost), so the answer
-time does not tell whether a user exists. Successful checks are remembered for
+Guarantees: every password check that is not a remembered success does the same
+bcrypt work, ``2**max_cost`` rounds where ``max_cost`` is the file's highest cost,
+in a thread: an unknown user is checked against a dummy hash of that cost; a user
+whose own hash is cheaper (cost ``c``) is checked against it and then against
+dummies of costs ``c .. max_cost-1`` (``2**c + 2**c + ... + 2**(max_cost-1) =
+2**max_cost``), so neither existence nor a user's cost shows in the answer time. Successful checks are remembered for
 a short while as an HMAC under a per-process random key (never the password),
 so clients that send Basic credentials on every request do not pay bcrypt each
 time; the memory is dropped whenever the file changes. Non-bcrypt entries are
@@ -35,10 +38,26 @@ CACHE_MAX_ENTRIES = 10_000
 
 @dataclass(frozen=True)
 class Users:
-    """A parsed htpasswd file: user name -> bcrypt hash, and a hash to burn time on for unknown users."""
+    """A parsed htpasswd file: user name -> bcrypt hash, a hash of the file's highest cost to check
+    unknown users against, and padding dummies (cost -> hash) for the costs below it."""
 
     hashes: Mapping[str, bytes] = field(repr=False)
     dummy: bytes = field(repr=False)
+    padding: Mapping[int, bytes] = field(default_factory=dict, repr=False)
+
+    @property
+    def max_cost(self) -> int:
+        """The cost every check pays (the dummy's)."""
+        return cost_of(self.dummy)
+
+    def checks_for(self, username: str) -> list[bytes]:
+        """The hashes one check of ``username`` runs, first the one that decides: together always
+        ``2**max_cost`` bcrypt rounds."""
+        own = self.hashes.get(username)
+        if own is None:
+            return [self.dummy]
+        cost = cost_of(own)
+        return [own] + [self.padding[c] for c in range(cost, self.max_cost) if c in self.padding]
 
     def fingerprint(self, username: str) -> str:
         """A short digest of the user's entry: changes when the password changes ('' if unknown)."""
@@ -48,11 +67,20 @@ class Users:
         return hashlib.sha256(b"berth-htpasswd:" + entry).hexdigest()[:16]
 
 
-def _cost(hashed: bytes) -> int:
+MIN_COST, MAX_COST = 4, 31  # what bcrypt accepts
+
+
+def cost_of(hashed: bytes) -> int:
+    """A bcrypt hash's cost (log2 of its rounds), clamped to what bcrypt accepts."""
     try:
-        return int(hashed.split(b"$")[2])
+        cost = int(hashed.split(b"$")[2])
     except (IndexError, ValueError):
-        return DEFAULT_DUMMY_COST
+        cost = DEFAULT_DUMMY_COST
+    return min(max(cost, MIN_COST), MAX_COST)
+
+
+def _dummy(cost: int) -> bytes:
+    return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(cost))
 
 
 def parse_htpasswd(data: bytes, *, source: str = "htpasswd") -> Users:
@@ -76,9 +104,12 @@ def parse_htpasswd(data: bytes, *, source: str = "htpasswd") -> Users:
                         source, lineno, user)
             continue
         hashes.setdefault(user, value)
-    cost = max((_cost(h) for h in hashes.values()), default=DEFAULT_DUMMY_COST)
-    dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(min(max(cost, 4), 31)))
-    return Users(hashes, dummy)
+    costs = {cost_of(h) for h in hashes.values()}
+    top = max(costs, default=DEFAULT_DUMMY_COST)
+    lowest = min(costs, default=top)
+    # Making the padding costs about as much as one check at the top cost, once per (re)load.
+    padding = {c: _dummy(c) for c in range(lowest, top)}
+    return Users(hashes, _dummy(top), padding)
 
 
 def _checkpw(password: bytes, hashed: bytes) -> bool:
@@ -86,6 +117,12 @@ def _checkpw(password: bytes, hashed: bytes) -> bool:
         return bcrypt.checkpw(password, hashed)
     except ValueError:  # a corrupt hash in the file
         return False
+
+
+def _check_all(password: bytes, hashes: list[bytes]) -> bool:
+    """Check ``password`` against every hash (all of them, always); whether the first matched."""
+    results = [_checkpw(password, h) for h in hashes]
+    return results[0]
 
 
 class Htpasswd:
@@ -128,7 +165,7 @@ class Htpasswd:
             cached = self._cache.get(username)
             if cached is not None and cached[1] > now and hmac.compare_digest(cached[0], self._mac(username, secret)):
                 return True
-        ok = await asyncio.to_thread(_checkpw, secret, hashed if hashed is not None else users.dummy)
+        ok = await asyncio.to_thread(_check_all, secret, users.checks_for(username))
         ok = ok and hashed is not None
         if ok and users is self._cached_for:
             if len(self._cache) >= CACHE_MAX_ENTRIES:

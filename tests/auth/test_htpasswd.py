@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from pathlib import Path
 
 import bcrypt
@@ -84,19 +83,33 @@ async def test_unknown_users_also_run_bcrypt(tmp_path: Path, monkeypatch: pytest
     assert len(seen) == 2 and seen[0] == (await store.users()).dummy
 
 
-async def test_unknown_user_takes_as_long_as_a_wrong_password(tmp_path: Path) -> None:
-    path = write_htpasswd(tmp_path / "h", {"alice": "secret"}, cost=10)
+async def test_every_check_does_the_work_of_the_costliest_hash(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mixed costs: unknown users, cheap and costly users, right and wrong passwords all run the
+    real bcrypt for exactly 2**max_cost rounds, so timing tells neither existence nor cost."""
+    path = tmp_path / "h"
+    lines = [b"cheap:" + bcrypt.hashpw(b"one", bcrypt.gensalt(4)),
+             b"middle:" + bcrypt.hashpw(b"two", bcrypt.gensalt(6)),
+             b"costly:" + bcrypt.hashpw(b"three", bcrypt.gensalt(8))]
+    path.write_bytes(b"\n".join(lines) + b"\n")
     store = Htpasswd(str(path))
     await store.load()
+    rounds: list[int] = []
+    real = bcrypt.checkpw
 
-    async def timed(user: str) -> float:
-        start = time.perf_counter()
-        for _ in range(3):
-            assert not await store.verify(user, "wrong")
-        return time.perf_counter() - start
+    def counting(password: bytes, hashed: bytes) -> bool:
+        rounds[-1] += 2 ** int(hashed.split(b"$")[2])
+        return real(password, hashed)
 
-    known, unknown = await timed("alice"), await timed("ghost")
-    assert unknown / known > 0.3  # without the dummy check it would be ~0.001
+    monkeypatch.setattr(htpasswd_module.bcrypt, "checkpw", counting)
+    outcomes = []
+    for user, password in [("ghost", "x"), ("cheap", "wrong"), ("cheap", "one"), ("middle", "two"),
+                           ("middle", "bad"), ("costly", "three"), ("costly", "nope"), ("", "")]:
+        rounds.append(0)
+        outcomes.append(await store.verify(user, password))
+        store._cache.clear()  # a remembered success skips bcrypt for the right password only
+    assert outcomes == [False, False, True, True, False, True, False, False]
+    assert rounds == [2 ** 8] * len(rounds)
 
 
 async def test_reload_when_the_file_changes(tmp_path: Path) -> None:
