@@ -30,6 +30,7 @@ DEFAULT_ROOT = "./data"
 DEFAULT_MAX_MANIFEST = 4 << 20
 DEFAULT_UPLOAD_PURGE_AGE = 168 * 3600.0
 DEFAULT_UPLOAD_PURGE_INTERVAL = 24 * 3600.0
+DEFAULT_MIN_FREE = 64 << 20  # /readyz answers 503 below this much free space on a local storage root
 ENV_PREFIX = "REGISTRY_"
 
 
@@ -200,6 +201,7 @@ class StorageDriverHealth:
     enabled: bool = True
     interval: Duration = Duration(10.0)
     threshold: int = 3
+    minfree: ByteSize = ByteSize(DEFAULT_MIN_FREE)  # Berth: free-space floor of a filesystem root (0: off)
 
 
 @dataclass(frozen=True)

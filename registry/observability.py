@@ -3,8 +3,10 @@
 This module owns what an operator watches:
 
 * ``GET /healthz`` answers 200 while the process serves; ``GET /readyz`` answers
-  200 when storage is reachable (``driver.health()``, cached for a second) and
-  503 while it is not or while the server drains. Both live outside ``/v2/``
+  200 when storage is reachable (``driver.health()``, cached for a second) and,
+  on a local filesystem root, has at least ``health.storagedriver.minfree`` bytes
+  free (``statvfs`` in a thread); 503 with the reason while not, or while the
+  server drains. Both live outside ``/v2/``
   and need no credentials.
 * ``GET <http.debug.prometheus.path>`` (when ``http.debug.prometheus.enabled``)
   serves the process's default Prometheus registry: the request metrics below,
@@ -29,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -72,6 +75,7 @@ BYTES_OUT = Counter("berth_http_response_bytes", "Response bytes sent, by route 
 IN_FLIGHT = Gauge("berth_http_requests_in_flight", "Requests being handled now.")
 UPLOADS = Gauge("berth_uploads_in_progress", "Blob upload requests receiving a body now.")
 STORAGE_UP = Gauge("berth_storage_up", "1 when the last storage health check passed, else 0.")
+STORAGE_FREE = Gauge("berth_storage_free_bytes", "Bytes free to Berth on a local storage root (last check).")
 STALLED = Counter("berth_http_stalled_bodies", "Connections closed because a request body stopped moving.")
 
 
@@ -139,19 +143,49 @@ _STALLED: web.RequestKey[bool] = web.RequestKey("berth.stalled", bool)
 _ACTIVE: web.RequestKey[bool] = web.RequestKey("berth.active", bool)
 
 
+def free_bytes(path: str) -> int:
+    """Bytes an unprivileged writer may still use on the filesystem that holds (or will hold) ``path``
+    (blocking; a root not created yet is measured at its nearest existing parent)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+async def check_free_space(app: web.Application) -> str:
+    """'' when a local storage root has at least ``health.storagedriver.minfree`` bytes free (or the
+    storage is not local, or the floor is 0); else the reason."""
+    driver = app.get(STORAGE)
+    config = app.get(CONFIG)
+    floor = config.health.storagedriver.minfree if config is not None else 0
+    root = driver.local_path("/") if driver is not None else None
+    if not floor or root is None:
+        return ""
+    free = await asyncio.to_thread(free_bytes, root)
+    STORAGE_FREE.set(free)
+    if free < floor:
+        return f"low disk space: {free} bytes free, below health.storagedriver.minfree ({floor})"
+    return ""
+
+
 async def check_storage(app: web.Application) -> tuple[bool, str]:
-    """Run the storage driver's health check with a timeout; (ok, error class)."""
+    """Run the storage driver's health check with a timeout, then the free-space floor; (ok, reason)."""
     driver = app.get(STORAGE)
     if driver is None:
         return False, "storage not open"
     try:
         async with asyncio.timeout(READY_TIMEOUT):
             await driver.health()
+            low = await check_free_space(app)
     except Exception as exc:  # any failure means "not ready"; the class name is enough for callers
         log.warning("storage health check failed: %s", exc)
         STORAGE_UP.set(0)
         return False, type(exc).__name__
     STORAGE_UP.set(1)
+    if low:
+        log.warning("storage not ready: %s", low)
+        return False, low
     return True, ""
 
 

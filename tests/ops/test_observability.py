@@ -84,6 +84,74 @@ async def test_readyz_fails_while_storage_is_unreachable(fs_driver: StorageDrive
     assert (await client.get("/readyz")).status == 200
 
 
+@pytest.fixture
+def tiny_fs(tmp_path: Any) -> Iterator[str]:
+    """A 1 MiB tmpfs (needs mount privileges), unmounted afterwards."""
+    import subprocess
+
+    mountpoint = tmp_path / "tiny"
+    mountpoint.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield str(mountpoint)
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+async def test_readyz_is_503_below_the_free_space_floor(tiny_fs: str, app_client: Any) -> None:
+    """A nearly full disk: 200 while above ``health.storagedriver.minfree``, 503 with the reason below it."""
+    driver = create_driver("filesystem", {"rootdirectory": tiny_fs})
+    try:
+        client = await app_client(driver, "health:\n  storagedriver:\n    minfree: 512KiB\n")
+        resp = await client.get("/readyz")
+        assert resp.status == 200, await resp.text()
+        with open(os.path.join(tiny_fs, "filler"), "wb") as fh:
+            fh.write(b"\0" * (700 << 10))
+        await asyncio.sleep(1.05)  # past the one-second cache
+        resp = await client.get("/readyz")
+        assert resp.status == 503
+        body = await resp.json()
+        assert body["status"] == "unavailable"
+        assert body["checks"]["storage"].startswith("low disk space:")
+        assert "health.storagedriver.minfree (524288)" in body["checks"]["storage"]
+        metrics = await scrape_free(client)
+        assert 0 <= metrics < 512 << 10
+        os.unlink(os.path.join(tiny_fs, "filler"))
+        await asyncio.sleep(1.05)
+        assert (await client.get("/readyz")).status == 200
+    finally:
+        await driver.close()
+
+
+async def scrape_free(client: Any) -> float:
+    from prometheus_client import REGISTRY, generate_latest
+
+    return value(samples(generate_latest(REGISTRY).decode()), "berth_storage_free_bytes")
+
+
+async def test_the_default_floor_refuses_a_1mib_disk_and_0_turns_it_off(tiny_fs: str, app_client: Any) -> None:
+    driver = create_driver("filesystem", {"rootdirectory": tiny_fs})
+    try:
+        assert (await (await app_client(driver)).get("/readyz")).status == 503  # 64 MiB default
+        off = await app_client(driver, "health:\n  storagedriver:\n    minfree: 0\n")
+        assert (await off.get("/readyz")).status == 200
+    finally:
+        await driver.close()
+
+
+async def test_readyz_floor_above_the_real_free_space(fs_driver: StorageDriver, app_client: Any) -> None:
+    """Without mount privileges: a floor just above what the disk has free is refused too."""
+    from registry.observability import free_bytes
+
+    floor = free_bytes(fs_driver.local_path("/") or "") + (1 << 30)
+    client = await app_client(fs_driver, f"health:\n  storagedriver:\n    minfree: {floor}\n")
+    resp = await client.get("/readyz")
+    assert resp.status == 503 and "low disk space" in (await resp.json())["checks"]["storage"]
+
+
 async def test_readyz_can_skip_the_storage_check(fs_driver: StorageDriver, app_client: Any) -> None:
     async def hook(op: str, paths: tuple[str, ...]) -> None:
         if op == "health":
