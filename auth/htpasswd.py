@@ -10,14 +10,19 @@ a short while as an HMAC under a per-process random key (never the password),
 so clients that send Basic credentials on every request do not pay bcrypt each
 time; the memory is dropped whenever the file changes. Non-bcrypt entries are
 ignored with a warning naming only the user. The file is re-read when it changes.
+
+:func:`edit_htpasswd` (``berth user add|passwd|remove``) writes the file atomically
+(temp file, fsync, rename; mode 0600), keeping every other line as it was.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -172,3 +177,71 @@ class Htpasswd:
                 self._cache.clear()
             self._cache[username] = (self._mac(username, secret), now + CACHE_TTL)
         return ok
+
+
+# --- writing (``berth user``) ---------------------------------------------------------------------
+
+DEFAULT_WRITE_COST = 10  # bcrypt cost of passwords ``berth user`` writes (Apache's htpasswd -B uses 5)
+MAX_USERNAME = 255
+
+
+class HtpasswdEditError(ValueError):
+    """A user edit that cannot be done (bad name, user exists or is missing); the message says which."""
+
+
+def check_username(username: str) -> str:
+    """A name that fits an htpasswd line: no ``:``, whitespace or control characters, 1-255 characters."""
+    if not username or len(username) > MAX_USERNAME or ":" in username or any(
+            c.isspace() or ord(c) < 32 or ord(c) == 127 for c in username):
+        raise HtpasswdEditError(f"invalid user name {username[:64]!r}: use 1-{MAX_USERNAME} characters "
+                                f"without ':', spaces or control characters")
+    return username
+
+
+def hash_password(password: str, cost: int = DEFAULT_WRITE_COST) -> bytes:
+    """A bcrypt hash of ``password`` (its first 72 bytes, as bcrypt and htpasswd read them); blocking."""
+    if not MIN_COST <= cost <= MAX_COST:
+        raise HtpasswdEditError(f"bcrypt cost must be between {MIN_COST} and {MAX_COST}")
+    return bcrypt.hashpw(password.encode("utf-8")[:BCRYPT_MAX_PASSWORD], bcrypt.gensalt(cost))
+
+
+def edit_htpasswd(path: str, username: str, hashed: bytes | None, *, exists: bool) -> None:
+    """Set (``hashed``) or remove (None) ``username``'s entry in the htpasswd file at ``path``.
+
+    ``exists`` says whether the user must already be there (passwd, remove) or must not (add).
+    Every other line is kept byte for byte. The new file is written next to the old one
+    (mode 0600, fsync) and renamed over it, so readers see the old or the new file, never half.
+    """
+    check_username(username)
+    try:
+        with open(path, "rb") as fh:
+            lines = fh.read().splitlines()
+    except FileNotFoundError:
+        lines = []
+    prefix = username.encode("utf-8") + b":"
+    found = [i for i, line in enumerate(lines) if line.strip().startswith(prefix)]
+    if exists and not found:
+        raise HtpasswdEditError(f"no user {username!r} in {path}")
+    if not exists and found:
+        raise HtpasswdEditError(f"user {username!r} already exists in {path} (use `berth user passwd`)")
+    if hashed is None:
+        lines = [line for i, line in enumerate(lines) if i not in found]
+    elif found:
+        lines[found[0]] = prefix + hashed
+        lines = [line for i, line in enumerate(lines) if i not in found[1:]]
+    else:
+        lines.append(prefix + hashed)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(b"".join(line + b"\n" for line in lines))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

@@ -116,10 +116,16 @@ class AuthController:
 
     async def start(self) -> None:
         """Read every file the config names (creating the signing key if missing); raises if one is unusable."""
-        if self.htpasswd is not None:
-            await self.htpasswd.load()
-        if self.policy_file is not None:
-            await self.policy_file.load()
+        from registry.configschema import ConfigError
+
+        key = "auth.htpasswd.path" if self.config.htpasswd is not None else "auth.token.htpasswd"
+        for watched, name in ((self.htpasswd, key), (self.policy_file, "auth.policy.path")):
+            if watched is None:
+                continue
+            try:
+                await watched.load()
+            except OSError as exc:  # name the key, not just the file: the operator edits the config
+                raise ConfigError(f"{name}: cannot read {watched.path}: {exc.strerror or exc}") from None
         token = self.config.token
         if token is not None:
             trusted = await asyncio.to_thread(TrustedKeys.from_files, token.rootcertbundle, token.jwks)

@@ -8,8 +8,9 @@ and returns a frozen :class:`Config`. Any unknown key or bad value raises
 
 from __future__ import annotations
 
+import argparse
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, get_args, get_origin
 
 import yaml
@@ -309,7 +310,9 @@ def parse_config(text: str | None, environ: Mapping[str, str] | None = None) -> 
 
 
 def load_config(path: str | None = None, environ: Mapping[str, str] | None = None) -> "Config":
-    """Read the config file at ``path`` (None: defaults only) and apply env overrides."""
+    """Read the config file at ``path`` (None: defaults only) and apply env overrides.
+
+    Errors name the file (a YAML error also its line) and the dotted key."""
     text = None
     if path:
         try:
@@ -317,7 +320,54 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
                 text = fh.read()
         except OSError as exc:
             raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-    return parse_config(text, environ)
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8 text") from None
+    try:
+        return parse_config(text, environ)
+    except ConfigError as exc:
+        if not path:
+            raise
+        message = str(exc).replace('in "<unicode string>", ', "")
+        raise ConfigError(f"{path}: {message}") from None
 
 
-__all__ = ["Config", "ConfigError", "ByteSize", "Duration", "load_config", "parse_config", "get_args"]
+def load_command_config(path: str | None = None, *, root: str | None = None, addr: str | None = None,
+                        environ: Mapping[str, str] | None = None) -> "Config":
+    """The config every ``berth`` server-side command runs on (``serve``, ``gc``, ``du``, ``webhooks``, …).
+
+    ``path`` (``--config``) or, without one, the zero-config defaults (filesystem under
+    :data:`DEFAULT_ROOT`, listening on :data:`DEFAULT_ADDR`), then the ``REGISTRY_*`` environment;
+    ``root`` (``--root``) replaces the filesystem root directory and ``addr`` (``--addr``) the
+    listen address. ``--root`` with a config that selects another storage driver is an error.
+    """
+    config = load_config(path, environ)
+    if root is not None:
+        storage = config.storage
+        if storage.driver != "filesystem":
+            raise ConfigError(f"--root names a filesystem folder, but the config's storage is {storage.driver}")
+        fs = replace(storage.filesystem or FilesystemParams(), rootdirectory=root)
+        config = replace(config, storage=replace(storage, filesystem=fs))
+    if addr is not None:
+        if not addr.rpartition(":")[2].isdigit():
+            raise ConfigError(f"--addr: expected HOST:PORT or :PORT, got {addr!r}")
+        config = replace(config, http=replace(config.http, addr=addr))
+    return config
+
+
+def add_config_arguments(parser: "argparse.ArgumentParser") -> None:
+    """``--config`` and ``--root``, as every server-side ``berth`` verb takes them (see :func:`command_config`)."""
+    parser.add_argument("--config", "-c", metavar="FILE",
+                        help="config file (Distribution's config.yml shape); default: the built-in defaults")
+    parser.add_argument("--root", metavar="DIR",
+                        help="filesystem storage folder (storage.filesystem.rootdirectory; default ./data)")
+
+
+def command_config(args: "argparse.Namespace") -> "Config":
+    """:func:`load_command_config` for a verb parsed with :func:`add_config_arguments` (and ``--addr``)."""
+    return load_command_config(getattr(args, "config", None), root=getattr(args, "root", None),
+                               addr=getattr(args, "addr", None))
+
+
+__all__ = ["Config", "ConfigError", "ByteSize", "Duration", "add_config_arguments", "command_config",
+           "load_command_config", "load_config", "parse_config",
+           "get_args"]

@@ -185,8 +185,10 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-def serve(config: Config) -> None:
-    """``berth serve``: configure logging, serve until a signal, drain, return (exit 0)."""
+def serve(config: Config, started: Callable[[Server], None] | None = None) -> None:
+    """``berth serve``: configure logging, serve until a signal, drain, return (exit 0).
+
+    ``started`` is called once the listeners are open (the start-up banner)."""
     observability.configure_logging(config)
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(run(config))
+        runner.run(run(config, started=started))

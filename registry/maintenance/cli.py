@@ -1,7 +1,8 @@
 """``berth gc`` and ``berth du``: parse arguments, run the library call on the configured storage, print.
 
-Both commands open the storage the config names (as the server would) and can
-run next to live servers on the same storage.
+Both commands open the storage the config names (as the server would; without
+``--config``, the zero-config defaults, ``--root`` for the folder) and can run next
+to live servers on the same storage.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from registry.config import Config, Duration, load_config
+from registry.config import Config, Duration, add_config_arguments, command_config
 from registry.maintenance.du import Usage, disk_usage, human
 from registry.maintenance.gc import GCError, GCOptions, GCReport, collect_garbage
 from storage_backends import StorageDriver, StorageError
@@ -64,7 +65,7 @@ def print_gc_report(report: GCReport, out: Any = sys.stdout) -> None:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     """``berth gc``."""
-    config = load_config(args.config)
+    config = command_config(args)
     _setup_logging(config)
     options = GCOptions.from_config(
         config.gc,
@@ -100,7 +101,7 @@ def print_usage(usage: Usage, out: Any = sys.stdout) -> None:
 
 def cmd_du(args: argparse.Namespace) -> int:
     """``berth du``."""
-    config = load_config(args.config)
+    config = command_config(args)
     _setup_logging(config)
     try:
         usage = _with_driver(config, disk_usage)
@@ -117,7 +118,7 @@ def cmd_du(args: argparse.Namespace) -> int:
 def add_commands(sub: Any) -> None:
     """Add ``gc`` and ``du`` to the ``berth`` command's sub-parsers."""
     gc = sub.add_parser("gc", help="delete blobs (and, optionally, untagged manifests) nothing references")
-    gc.add_argument("--config", "-c", required=True, help="the registry's config file")
+    add_config_arguments(gc)
     gc.add_argument("--dry-run", "-d", action="store_true", help="list what would be deleted; delete nothing")
     gc.add_argument("--delete-untagged", "-m", action="store_true",
                     help="also delete manifests no tag and no index references (default: gc.deleteuntagged)")
@@ -128,6 +129,6 @@ def add_commands(sub: Any) -> None:
     gc.add_argument("--json", action="store_true", help="print the report as JSON")
     gc.set_defaults(func=cmd_gc)
     du = sub.add_parser("du", help="storage used per repository")
-    du.add_argument("--config", "-c", required=True, help="the registry's config file")
+    add_config_arguments(du)
     du.add_argument("--json", action="store_true", help="print JSON (the same document as GET /admin/du)")
     du.set_defaults(func=cmd_du)

@@ -13,7 +13,7 @@ import time
 from datetime import datetime, timezone
 from typing import Sequence, TextIO
 
-from registry.config import load_config
+from registry.config import add_config_arguments, command_config
 from registry.configschema import ConfigError, Duration
 from registry.webhooks.admin import offline_status, outbox_directory, replay
 from registry.webhooks.delivery import EndpointStatus
@@ -40,11 +40,11 @@ def parse_time(value: str, now: float | None = None) -> float:
 def add_parsers(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add ``status`` and ``replay`` to a ``webhooks`` sub-parser group (each sets ``func``)."""
     status = subparsers.add_parser("status", help="per-endpoint delivery status")
-    status.add_argument("--config", required=True, help="the registry config file")
+    add_config_arguments(status)
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=_status)
     rep = subparsers.add_parser("replay", help="re-send dead-lettered events or a time range of events")
-    rep.add_argument("--config", required=True, help="the registry config file")
+    add_config_arguments(rep)
     rep.add_argument("--endpoint", action="append", default=None, metavar="NAME",
                      help="only this endpoint (repeatable; default: every enabled endpoint)")
     rep.add_argument("--dead-letter", action="store_true", help="re-send the dead-lettered events")
@@ -101,7 +101,7 @@ def format_status(statuses: list[EndpointStatus]) -> str:
 
 def _status(args: argparse.Namespace, out: TextIO) -> int:
     try:
-        config = load_config(args.config)
+        config = command_config(args)
         statuses = offline_status(config)
     except ConfigError as exc:
         print(f"berth webhooks status: {exc}", file=sys.stderr)
@@ -123,7 +123,7 @@ def _replay(args: argparse.Namespace, out: TextIO) -> int:
         print("berth webhooks replay: give --dead-letter or --since", file=sys.stderr)
         return 2
     try:
-        config = load_config(args.config)
+        config = command_config(args)
         counts = replay(config, endpoints=args.endpoint, dead_letter=args.dead_letter,
                         since=args.since, until=args.until)
     except (ConfigError, KeyError) as exc:

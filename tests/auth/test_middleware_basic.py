@@ -217,7 +217,7 @@ async def test_no_password_in_any_log_line(make: Any, caplog: pytest.LogCaptureF
 
 
 async def test_startup_fails_on_a_missing_htpasswd(tmp_path: Path, aiohttp_client: Callable[..., Any]) -> None:
-    with pytest.raises(OSError):
+    with pytest.raises(ValueError, match=r"^auth\.htpasswd\.path: cannot read .*missing: No such file"):
         await aiohttp_client(small_app(f"auth: {{htpasswd: {{path: {tmp_path / 'missing'}}}}}\n"))
 
 
