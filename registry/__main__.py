@@ -138,12 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def discard_stdout() -> None:
     """Point stdout at /dev/null so nothing buffered fails again when the interpreter exits."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except (OSError, ValueError):
-        pass
+    from registry.client.cli import discard_stdout as discard
+
+    discard()
 
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

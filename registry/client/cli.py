@@ -73,9 +73,28 @@ def _run(factory: Callable[[RegistryClient], Awaitable[T]], args: argparse.Names
     return asyncio.run(go())
 
 
+class OutputError(ClientError):
+    """stdout cannot be written (a full disk, /dev/full); a closed pipe stays a BrokenPipeError."""
+
+
 def _out(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"cannot write output: {exc.strerror or exc}") from None
+
+
+def discard_stdout() -> None:
+    """Point stdout at /dev/null, so what is still buffered does not fail again at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def _err(text: str) -> None:
@@ -89,6 +108,8 @@ def _store() -> Store:
 
 def _platform(args: argparse.Namespace) -> Platform | None:
     text = getattr(args, "platform", None)
+    if text and getattr(args, "all_platforms", False):
+        raise UsageError("--platform and --all-platforms contradict each other: pass one")
     return Platform.parse(text) if text else None
 
 
@@ -272,8 +293,14 @@ def cmd_save(args: argparse.Namespace) -> int:
     if args.output == "-":
         if sys.stdout.isatty():
             raise UsageError("refusing to write an archive to a terminal; use -o FILE or redirect stdout")
-        with store.adding_lock():
-            archive.save(store, items, sys.stdout.buffer, compress=args.gzip)
+        try:
+            with store.adding_lock():
+                archive.save(store, items, sys.stdout.buffer, compress=args.gzip)
+                sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"cannot write the archive to stdout: {exc.strerror or exc}") from None
         return EXIT_OK
     target = os.path.abspath(args.output)
     tmp = f"{target}.tmp-{os.getpid()}"
@@ -314,8 +341,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     ref = _ref(args.ref)
     if args.raw:
         result = _run(lambda c: c.get_manifest(ref), args)
-        sys.stdout.buffer.write(result.data)
-        sys.stdout.buffer.flush()
+        try:
+            sys.stdout.buffer.write(result.data)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"cannot write output: {exc.strerror or exc}") from None
         return EXIT_OK
     doc = _run(lambda c: remote.inspect(c, ref, platform=_platform(args)), args)
     _out(json.dumps(doc, indent=2))
@@ -377,12 +409,18 @@ def _wrap(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
         try:
             return handler(args)
         except ClientError as exc:
+            if isinstance(exc, OutputError):
+                discard_stdout()
             _err(f"berth: {exc}")
             return exc.exit_code
         except KeyboardInterrupt:
             _err("berth: interrupted")
             return EXIT_INTERRUPTED
-        except BrokenPipeError:
+        except EOFError:  # Ctrl-D at a prompt
+            _err("\nberth: cancelled (end of input)")
+            return EXIT_INTERRUPTED
+        except BrokenPipeError:  # the reader went away (``berth images | head -1``): stop quietly
+            discard_stdout()
             return EXIT_ERROR
         except Exception as exc:  # noqa: BLE001 - the CLI promises one line, not a traceback
             if os.environ.get("BERTH_DEBUG"):

@@ -1,9 +1,6 @@
 """The registry HTTP client: one aiohttp session, the auth flow, the Distribution API calls.
 
-Owns talking to registries: choosing the scheme (plain HTTP for ``localhost``,
-``127.0.0.1`` and ``[::1]`` as docker does, unless ``--ca-file`` is given; HTTPS with system CAs plus
-``--ca-file`` and ``/etc/docker/certs.d/<host>/ca.crt`` otherwise; ``--insecure``
-skips verification and falls back to HTTP), driving
+Owns talking to registries: choosing the scheme, driving
 :meth:`~registry.client.authflow.RegistryAuth.flow` for every request, and
 turning network failures and registry error bodies into the typed
 :mod:`registry.client.errors` with one actionable line each. Bodies stream:
@@ -31,6 +28,16 @@ from registry.client.credentials import Credential
 from registry.client.errors import AuthError, ClientError, DigestMismatch, NetworkError, NotFound, RegistryResponseError
 from registry.digest import Digest
 from registry.reference import Reference
+
+# The scheme, as docker chooses it: HTTPS (system CAs plus ``--ca-file`` and
+# ``/etc/docker/certs.d/<host>/ca.crt``) everywhere, except
+# * loopback hosts (``localhost``, ``127.0.0.0/8``, ``[::1]``) without flags: plain HTTP first;
+#   when the connection is dropped there (a TLS listener), verified HTTPS, so an untrusted
+#   certificate says so and names --ca-file and --insecure;
+# * ``--insecure``: HTTPS without verification first, then plain HTTP if the TLS handshake fails
+#   (on loopback too, so ``--insecure`` reaches a self-signed TLS registry on 127.0.0.1);
+# * ``--ca-file`` on loopback: verified HTTPS.
+# The first scheme that answers is kept for the host for the rest of the process.
 
 MANIFEST_ACCEPT = ", ".join([mt.OCI_INDEX, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST_LIST, mt.DOCKER_MANIFEST_V2])
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
@@ -79,6 +86,14 @@ def _error_detail(body: bytes) -> tuple[str | None, str]:
         return None, text[0][:200] if text else ""
 
 
+def _insufficient_scope(challenges: list[str]) -> bool:
+    """Whether a 401 says the (valid) token lacks a scope rather than that the login failed."""
+    from auth.challenge import parse_www_authenticate
+
+    return any(c.scheme == "bearer" and c.params.get("error") == "insufficient_scope"
+               for c in parse_www_authenticate(challenges))
+
+
 class RegistryClient:
     """Async client for the Distribution API of any registry (use ``async with``)."""
 
@@ -118,9 +133,21 @@ class RegistryClient:
         """``scheme://host`` for a registry host."""
         scheme = self._schemes.get(host)
         if scheme is None:
-            # Loopback registries are plain HTTP (as for docker) unless a CA file says they serve TLS.
-            scheme = "http" if is_plain_http_host(host) and not self.options.ca_file else "https"
+            plain_first = is_plain_http_host(host) and not self.options.ca_file and not self.options.insecure
+            scheme = "http" if plain_first else "https"
         return f"{scheme}://{host}"
+
+    def _fallback(self, request: Request, host: str, exc: BaseException) -> str | None:
+        """The other scheme to try after ``exc`` on the first contact with ``host``, or None."""
+        if host in self._schemes or request.host != host or isinstance(exc, aiohttp.ClientConnectorCertificateError):
+            return None
+        if isinstance(exc, aiohttp.ClientConnectorError) and not isinstance(exc, aiohttp.ClientConnectorSSLError):
+            return None  # nothing listens (refused, unreachable): the other scheme will not help
+        if request.url.startswith("https://") and self.options.insecure:
+            return "http"
+        if request.url.startswith("http://") and is_plain_http_host(host) and not self.options.insecure:
+            return "https"
+        return None
 
     def _ssl_for(self, host: str) -> ssl.SSLContext | bool:
         if host in self._ssl:
@@ -162,21 +189,38 @@ class RegistryClient:
             return NetworkError(f"the transfer from {host} was cut off ({exc})")
         return NetworkError(f"network error talking to {host}: {exc.__class__.__name__}: {exc}")
 
-    async def _send(self, request: Request, host: str) -> aiohttp.ClientResponse:
+    async def _request(self, request: Request, host: str) -> aiohttp.ClientResponse:
         body = request.body() if callable(request.body) else request.body
+        return await self.session.request(request.method, request.url, headers=request.headers, data=body,
+                                          ssl=self._ssl_for(host), allow_redirects=True)
+
+    async def _send(self, request: Request, host: str) -> aiohttp.ClientResponse:
         try:
-            return await self.session.request(request.method, request.url, headers=request.headers, data=body,
-                                              ssl=self._ssl_for(host), allow_redirects=True)
+            response = await self._request(request, host)
         except (aiohttp.ClientConnectorSSLError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            if self.options.insecure and request.url.startswith("https://") and not is_plain_http_host(host) \
-                    and host not in self._schemes and not isinstance(exc, aiohttp.ClientConnectorCertificateError):
-                # --insecure: the registry may speak plain HTTP only (docker's fallback).
-                self._schemes[host] = "http"
-                request.url = "http://" + request.url[len("https://"):]
-                return await self._send(request, host)
-            raise self.network_error(host, exc) from None
+            scheme = self._fallback(request, host, exc)
+            if scheme is None:
+                raise self.network_error(host, exc) from None
+            first = request.url.split("://", 1)[0]
+            request.url = f"{scheme}://{request.url.split('://', 1)[1]}"
+            try:
+                response = await self._request(request, host)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as again:
+                raise self._both_failed(host, first, exc, scheme, again) from None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise self.network_error(host, exc) from None
+        if request.host == host:
+            self._schemes.setdefault(host, request.url.split("://", 1)[0])
+        return response
+
+    def _both_failed(self, host: str, first: str, first_exc: BaseException, second: str,
+                     second_exc: BaseException) -> NetworkError:
+        if isinstance(second_exc, aiohttp.ClientConnectorCertificateError):
+            return NetworkError(f"{host} serves HTTPS with a certificate that is not trusted "
+                                f"({second_exc.certificate_error}); pass --ca-file FILE to trust it, "
+                                f"or --insecure to skip verification")
+        return NetworkError(f"cannot talk to {host} over {first} ({self.network_error(host, first_exc)}) "
+                            f"nor over {second} ({self.network_error(host, second_exc)})")
 
     async def _drive(self, request: Request, scopes: Iterable[str]) -> aiohttp.ClientResponse:
         """Run the auth flow for ``request``; return the final (unreleased) response."""
@@ -228,6 +272,10 @@ class RegistryClient:
         subject = f" ({what})" if what else ""
         if status == 401:
             cred = self.auth.credential(host)
+            if not cred.empty and _insufficient_scope(response.headers.getall("WWW-Authenticate", [])):
+                # The token server knew the user but granted less than asked: a refusal, as 403 is.
+                raise AuthError(f"denied: {host} refused access{subject}: {cred.username or 'this login'} "
+                                f"may not do this" + (f" ({message})" if message else ""))
             if cred.empty:
                 raise AuthError(f"unauthorized: {host} requires authentication{subject}; run `berth login {host}`")
             raise AuthError(f"unauthorized: {host} rejected the credentials{subject}; run `berth login {host}` again")
