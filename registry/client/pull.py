@@ -213,6 +213,10 @@ async def pull(client: RegistryClient, store: Store, ref: Reference, *, platform
                 images.append(cman)
                 root = Descriptor(cdesc.media_type, cdesc.digest, cdesc.size, platform=child.platform)
         else:
+            if platform is not None:  # asked for explicitly: a single image of another platform is an error
+                from registry.client.remote import check_platform
+
+                await check_platform(client, ref, top, platform)
             images.append(top)
         blobs: dict[Digest, Descriptor] = {}
         for image in images:

@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator
 import aiohttp
 
 from registry import mediatypes as mt
-from registry.client.errors import DigestMismatch, NetworkError, RegistryResponseError
+from registry.client.errors import DigestMismatch, NetworkError, NoSuchPlatform, RegistryResponseError
 from registry.client.platforms import Platform, default_platform, is_attestation, select
 from registry.client.progress import QuietReporter, Reporter
 from registry.client.pull import fetch_manifest
@@ -63,6 +63,20 @@ def _image_summary(manifest: Manifest) -> dict[str, Any]:
     }
 
 
+async def check_platform(client: RegistryClient, ref: Reference, manifest: Manifest, wanted: Platform) -> None:
+    """Raise :class:`NoSuchPlatform` when a single-platform image was asked for another platform."""
+    if manifest.is_index or manifest.config is None or manifest.config.media_type not in (mt.DOCKER_CONFIG,
+                                                                                          mt.OCI_CONFIG):
+        return
+    cfg = await fetch_config(client, ref, manifest.config)
+    if not cfg.get("os") or not cfg.get("architecture"):
+        return
+    actual = Platform.from_json(cfg)
+    if not wanted.matches(actual):
+        raise NoSuchPlatform(f"no such platform: {ref} is a single image for {actual}, not {wanted}; "
+                             f"drop --platform or pass --platform {actual}")
+
+
 async def inspect(client: RegistryClient, ref: Reference, *, platform: Platform | None = None) -> dict[str, Any]:
     """A JSON-able description of a remote image: digest, media type, platforms, sizes, config."""
     data, top, desc = await fetch_manifest(client, ref)
@@ -91,6 +105,8 @@ async def inspect(client: RegistryClient, ref: Reference, *, platform: Platform 
         chosen = select(top.manifests, platform, str(ref))
         _, top, desc = await fetch_manifest(client, Reference(ref.registry, ref.repository, None, chosen.digest))
         out["Selected"] = str(desc.digest)
+    elif platform is not None:
+        await check_platform(client, ref, top, platform)
     out.update(_image_summary(top))
     if top.config is not None and top.config.media_type in (mt.DOCKER_CONFIG, mt.OCI_CONFIG):
         cfg = await fetch_config(client, ref, top.config)
@@ -220,6 +236,8 @@ async def copy(client: RegistryClient, src: Reference, dst: Reference, *, all_pl
         manifests.append((cdesc, cdata))
         images.append(cm)
     else:
+        if platform is not None:
+            await check_platform(client, src, top, platform)
         manifests.append((top_desc, data))
         images.append(top)
     blobs: dict[Digest, Descriptor] = {}

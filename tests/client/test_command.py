@@ -220,3 +220,17 @@ def test_a_platform_the_index_lacks_is_an_error(plain_berth: Server, images: Ima
     assert both.returncode == 2 and "--all-platforms" in both.stderr
     inspect = run("inspect", "--platform", "windows/amd64", ref)
     assert inspect.returncode == 7
+
+
+def test_a_platform_a_single_image_is_not_for_is_an_error(plain_berth: Server, images: Images, repo: str) -> None:
+    ref = f"{plain_berth.addr}/{repo}:single"
+    load_and_tag(images.small.docker_archive, ref)  # type: ignore[arg-type]  # linux/amd64
+    assert run("push", ref).returncode == 0
+    assert run("rmi", ref).returncode == 0
+    wrong = run("pull", "--platform", "linux/arm64", ref)
+    assert wrong.returncode == 7 and "linux/amd64" in wrong.stderr
+    one_line(wrong.stderr)
+    assert run("inspect", "--platform", "linux/arm64", ref).returncode == 7
+    assert run("copy", "--platform", "linux/arm64", ref, f"{plain_berth.addr}/{repo}:copied").returncode == 7
+    right = run("pull", "--platform", "linux/amd64", ref)
+    assert right.returncode == 0, right.stderr
