@@ -42,7 +42,8 @@ def setup(app: web.Application, config: "Config") -> None:
 
     Appends the auth middleware, sets ``app[REPO_VISIBLE]`` (catalog filtering) and
     ``app[TAG_OVERWRITE_CHECK]`` (tag immutability), mounts ``/auth/token`` and
-    ``/auth/jwks`` when the built-in token service is enabled, and loads every
+    ``/auth/jwks`` when the built-in token service is enabled, the access-token API
+    (``/admin/tokens``, ``/api/tokens``), and loads every
     file the config names in ``cleanup_ctx`` (startup fails if one is unusable).
     """
     if not config.auth.enabled:
@@ -59,3 +60,6 @@ def setup(app: web.Application, config: "Config") -> None:
     app.cleanup_ctx.append(controller.lifecycle)
     if config.auth.token is not None and config.auth.token.builtin:
         service.add_routes(app, controller)
+    from auth import tokenapi
+
+    tokenapi.add_routes(app)
