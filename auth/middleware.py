@@ -318,6 +318,7 @@ class AuthController:
         self._check_names(needed)
         missing = [a for a in needed if not self._policy_allows(policy, identity, a)]
         if missing:
+            request[IDENTITY] = identity  # who was denied (for the audit log)
             raise RegistryError(ErrorCode.DENIED, "this access token does not grant the access this request needs"
                                 if record is not None else None, [a.to_claim() for a in missing])
         if request.method == "GET" and request.path in ("/v2", "/v2/"):
