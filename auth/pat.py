@@ -30,8 +30,9 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from auth.access import ALL, REPOSITORY_ACTIONS
 from auth.policy import EVERYTHING, NOTHING, Policy, compile_glob
@@ -194,7 +195,7 @@ class TokenRecord:
                 "revokedBy": self.revoked_by}
 
     @classmethod
-    def from_storage(cls, data: bytes, last_used: float | None = None) -> "TokenRecord":
+    def from_storage(cls, data: bytes, last_used: float | None = None) -> TokenRecord:
         """Parse a stored record; raises ``ValueError`` if it is damaged."""
         doc = json.loads(data)
         if not isinstance(doc, dict):

@@ -19,7 +19,13 @@ from typing import Any
 from aiohttp import web
 
 from auth.middleware import CONTROLLER, IDENTITY, Identity
-from auth.pat import TokenInputError, TokenRecord, TokenStore, parse_expiry, robot_account
+from auth.pat import (
+    TokenInputError,
+    TokenRecord,
+    TokenStore,
+    parse_expiry,
+    robot_account,
+)
 from registry.errors import ErrorCode, RegistryError
 
 ADMIN_TOKENS = "/admin/tokens"

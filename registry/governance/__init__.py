@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -39,7 +40,7 @@ RETENTION_PATH = "/admin/retention"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-__all__ = ["AUDIT", "AuditLog", "QUOTAS", "QuotaTracker", "run_retention_in_app", "setup"]
+__all__ = ["AUDIT", "QUOTAS", "AuditLog", "QuotaTracker", "run_retention_in_app", "setup"]
 
 
 def _actor(request: web.Request) -> str:
@@ -50,7 +51,11 @@ def _actor(request: web.Request) -> str:
 
 
 def _audit_middleware(audit: AuditLog) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    from auth.challenge import BasicCredentials, MalformedAuthorization, parse_authorization
+    from auth.challenge import (
+        BasicCredentials,
+        MalformedAuthorization,
+        parse_authorization,
+    )
     from registry.routes import match
 
     @web.middleware
@@ -82,16 +87,21 @@ def _audit_middleware(audit: AuditLog) -> Callable[[web.Request, Handler], Await
     return audit_middleware
 
 
-async def run_retention_in_app(app: web.Application, *, dry_run: bool) -> "RetentionReport":
+async def run_retention_in_app(app: web.Application, *, dry_run: bool) -> RetentionReport:
     """One retention run inside the server: deletes publish to the app's sink; audit; quota recompute."""
     from registry.governance.retention import run_retention
 
     source = app[_RETENTION_SOURCE]
-    report = await run_retention(app[REGISTRY], await source.policies(), dry_run=dry_run, sink=app[EVENTS])
+    requested_by = CURRENT.get()
+    context = CURRENT.set(None)  # its deletions are the run's own (actor "retention"), not the caller's
+    try:
+        report = await run_retention(app[REGISTRY], await source.policies(), dry_run=dry_run, sink=app[EVENTS])
+    finally:
+        CURRENT.reset(context)
     audit = app.get(AUDIT)
     if audit is not None:
         audit.record("retention.run", actor="retention", outcome="success",
-                     detail={"dryRun": dry_run, "tags": sum(d.kind == "tag" for d in report.deletions),
+                     detail={"dryRun": dry_run, "requestedBy": requested_by()[0] if requested_by else "schedule", "tags": sum(d.kind == "tag" for d in report.deletions),
                              "manifests": sum(d.kind == "manifest" for d in report.deletions),
                              "skipped": len(report.skipped)})
     tracker = app.get(QUOTAS)
@@ -127,10 +137,10 @@ async def retention_handler(request: web.Request) -> web.Response:
     return web.json_response(report.to_json())
 
 
-_RETENTION_SOURCE: web.AppKey["PolicySource"] = web.AppKey("berth.retention_source")
+_RETENTION_SOURCE: web.AppKey[PolicySource] = web.AppKey("berth.retention_source")
 
 
-def _ctx(config: "Config") -> Callable[[web.Application], AsyncIterator[None]]:
+def _ctx(config: Config) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         audit = app.get(AUDIT)
         if audit is not None:
@@ -175,7 +185,7 @@ def _ctx(config: "Config") -> Callable[[web.Application], AsyncIterator[None]]:
     return ctx
 
 
-def setup(app: web.Application, config: "Config") -> None:
+def setup(app: web.Application, config: Config) -> None:
     """Wire the audit log, quotas and retention into ``app`` (see the module doc)."""
     from registry.governance.retention import PolicySource
 

@@ -26,7 +26,8 @@ import logging.handlers
 import queue
 import re
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from prometheus_client import Counter
 

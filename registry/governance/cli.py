@@ -14,7 +14,8 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from registry.config import Config, load_config
 
@@ -129,8 +130,8 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 def cmd_retention(args: argparse.Namespace) -> int:
     """``berth retention [--dry-run]``: list (or delete) what the retention policies say goes, and why."""
-    from registry.governance.audit import AuditingSink
     from registry.events import NullSink
+    from registry.governance.audit import AuditingSink
     from registry.governance.retention import PolicySource, run_retention
     from registry.services import Registry
 

@@ -28,8 +28,9 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import yaml
 
@@ -86,13 +87,7 @@ def decide(policies: Sequence[RetentionPolicy], repository: str, tags: Sequence[
     kept: set[str] = set()
     for fact in tags:
         for rule in policy.keep:
-            if rule.tags and re.search(rule.tags, fact.tag):
-                kept.add(fact.tag)
-            elif rule.mostrecentlypushed is not None and rank[fact.tag] < rule.mostrecentlypushed:
-                kept.add(fact.tag)
-            elif rule.pushedwithin is not None and now - fact.pushed_at <= rule.pushedwithin:
-                kept.add(fact.tag)
-            elif rule.pulledwithin is not None and fact.pulled_at is not None and \
+            if rule.tags and re.search(rule.tags, fact.tag) or rule.mostrecentlypushed is not None and rank[fact.tag] < rule.mostrecentlypushed or rule.pushedwithin is not None and now - fact.pushed_at <= rule.pushedwithin or rule.pulledwithin is not None and fact.pulled_at is not None and \
                     now - fact.pulled_at <= rule.pulledwithin:
                 kept.add(fact.tag)
     out: list[Deletion] = []

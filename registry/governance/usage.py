@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
+from auth.policy import compile_glob
 from registry.digest import Digest
 from registry.maintenance.scan import bounded, scan_repository
 from registry.services import Registry
-
-from auth.policy import compile_glob
-
 
 _glob = functools.lru_cache(maxsize=1024)(compile_glob)
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from storage_backends.base import PathNotFound
-
 from registry import layout
 from registry.digest import Digest, InvalidDigest
 from registry.manifest import ManifestError, parse_manifest
 from registry.services.common import ServiceBase
+from storage_backends.base import PathNotFound
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -102,5 +103,14 @@ async def make_token(client: TestClient, user: str, scopes: list[str], name: str
     return str((await resp.json())["secret"])
 
 
-__all__ = ["POLICY", "PASSWORDS", "basic", "gov_config_text", "make_token", "manifest_for", "push_blob",
-           "push_image", "sha256"]
+__all__ = [
+    "PASSWORDS",
+    "POLICY",
+    "basic",
+    "gov_config_text",
+    "make_token",
+    "manifest_for",
+    "push_blob",
+    "push_image",
+    "sha256",
+]

@@ -65,6 +65,7 @@ async def test_pulls_are_recorded_only_when_asked(gov_app: Any, gov_files: Path)
     client = await gov_app(extra=f"audit: {{path: {audit_path}, pulls: true}}\n")
     alice = basic("alice", "wonderland")
     status, digest = await push_image(client, "team/app", "v1", alice)
+    assert status == 201
     assert (await client.get("/v2/team/app/manifests/v1", headers=alice)).status == 200
     await client.close()
     pulls = [l for l in read_lines(audit_path) if l["action"] == "pull"]

@@ -26,7 +26,6 @@ from storage_backends import create_driver
 from tests.auth.conftest import bearer
 from tests.governance.conftest import PASSWORDS, basic, make_token, push_image
 
-
 # --- unit ----------------------------------------------------------------------------------------
 
 def test_scope_grammar() -> None:

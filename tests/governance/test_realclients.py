@@ -72,8 +72,8 @@ def servers(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         first.stop()
 
 
-def test_clients_log_in_with_tokens_and_scopes_hold(servers: tuple[Server, Server], images: ImageSet,
-                                                    dockerd_daemon: Dockerd, podman_tool: ContainersTool,
+def test_clients_log_in_with_tokens_and_scopes_hold(servers: tuple[Server, Server], images: ImageSet,  # noqa: F811
+                                                    dockerd_daemon: Dockerd, podman_tool: ContainersTool,  # noqa: F811
                                                     tmp_path: Path) -> None:
     server, _ = servers
     rw = create_token(server, "pat/**:pull,push", name="ci-deploy")
@@ -107,7 +107,7 @@ def test_clients_log_in_with_tokens_and_scopes_hold(servers: tuple[Server, Serve
     assert "ci-deploy" in listing and "readonly" in listing and rw not in listing and ro not in listing
 
 
-def test_revoked_token_stops_on_second_replica_at_once(servers: tuple[Server, Server], images: ImageSet,
+def test_revoked_token_stops_on_second_replica_at_once(servers: tuple[Server, Server], images: ImageSet,  # noqa: F811
                                                        tmp_path: Path) -> None:
     first, second = servers
     secret = create_token(first, "pat/**:pull", name="revoke-me")
