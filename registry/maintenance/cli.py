@@ -78,6 +78,14 @@ def cmd_gc(args: argparse.Namespace) -> int:
     except (GCError, StorageError) as exc:
         print(f"berth gc: {exc}", file=sys.stderr)
         return 1
+    if config.audit.enabled:
+        from registry.governance.audit import AuditLog
+
+        audit = AuditLog(config.audit)
+        audit.start()
+        audit.record("gc.run", actor="cli", detail={"blobs": len(report.blobs), "bytesFreed": report.bytes_freed,
+                                                    "manifests": len(report.manifests), "dryRun": report.dry_run})
+        audit.stop()
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

@@ -165,3 +165,24 @@ async def test_retention_keeps_exactly_what_the_rules_say(gov_app: Any, gov_file
     assert len(deletes) == len(result["deleted"])
     runs = [line for line in lines if line["action"] == "retention.run"]
     assert len(runs) == 2 and [r["detail"]["dryRun"] for r in runs] == [True, False]
+
+
+async def test_scheduled_retention_runs_in_the_server(gov_app: Any, gov_files: Path) -> None:
+    audit = gov_files / "scheduled.log"
+    extra = ("retention:\n  schedule: 500ms\n  policies: [{repositories: ['ci/**'], keep: [{tags: '^keep$'}]}]\n"
+             f"audit: {{path: {audit}}}\n")
+    client = await gov_app(extra=extra)
+    registry = client.server.app[REGISTRY]
+    await registry.store_blob(REPO, _d(CONFIG_BLOB), _chunks(CONFIG_BLOB))
+    await registry.store_blob(REPO, _d(LAYER), _chunks(LAYER))
+    for tag in ("keep", "old"):
+        await registry.put_manifest(REPO, tag, manifest(tag), OCI)
+    for _ in range(60):
+        if {f.tag for f in await registry.tag_facts(REPO)} == {"keep"}:
+            break
+        await asyncio.sleep(0.1)
+    assert {f.tag for f in await registry.tag_facts(REPO)} == {"keep"}
+    assert set(await registry.manifest_graph(REPO)) == {_d(manifest("keep"))}
+    await client.close()
+    runs = [json.loads(line) for line in audit.read_text().splitlines() if '"retention.run"' in line]
+    assert runs and runs[0]["detail"]["requestedBy"] == "schedule"
