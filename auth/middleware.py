@@ -186,18 +186,18 @@ class AuthController:
         base = self.http_host or f"{request.scheme}://{request.host}"
         return base + TOKEN_PATH
 
-    def challenge(self, request: web.Request, needed: list[Access], error: str = "") -> str:
+    def challenge(self, request: web.Request, needed: list[Access], error: str = "", description: str = "") -> str:
         """The ``WWW-Authenticate`` value for a request needing ``needed``."""
         if self.config.token is None:
             return basic_challenge(self.realm(request))
         return bearer_challenge(self.realm(request), self.config.token.service_name,
-                                [a.scope for a in needed], error)
+                                [a.scope for a in needed], error, description)
 
     def unauthorized(self, request: web.Request, needed: list[Access], error: str = "",
-                     message: str | None = None) -> RegistryError:
-        """401 with the challenge."""
+                     message: str | None = None, description: str = "") -> RegistryError:
+        """401 with the challenge (``description``: the challenge's ``error_description``)."""
         return RegistryError(ErrorCode.UNAUTHORIZED, message, [a.to_claim() for a in needed] or None,
-                             headers={"WWW-Authenticate": self.challenge(request, needed, error)})
+                             headers={"WWW-Authenticate": self.challenge(request, needed, error, description)})
 
     def malformed(self, request: web.Request, exc: MalformedAuthorization) -> RegistryError:
         """400 ``invalid_request`` for an unreadable or repeated ``Authorization`` header."""
@@ -350,7 +350,7 @@ class AuthController:
             record = await self.tokens.cached(pat) if self.tokens is not None else None
             reason = "access token unknown" if record is None else record.refusal(time.time())
             if reason:
-                raise self.unauthorized(request, needed, "invalid_token", reason)
+                raise self.unauthorized(request, needed, "invalid_token", reason, description=reason)
         self._check_names(needed)
         for access in needed:
             granted = claims.actions(access.type, access.name)
