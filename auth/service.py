@@ -115,7 +115,8 @@ async def get_token(request: web.Request) -> web.StreamResponse:
     if isinstance(creds, BasicCredentials):
         user, record = await controller.check_credentials(request, creds.username, creds.password)
     account = query.get("account")
-    if account and user is not None and account != user and (record is None or account != creds.username):
+    login = creds.username if isinstance(creds, BasicCredentials) else ""
+    if account and user is not None and account != user and (record is None or account != login):
         raise _bad_request("account does not match the credentials")
     body = await _issue(request, controller, user, parse_scopes(query.getall("scope", [])),
                         offline=query.get("offline_token", "").lower() == "true",

@@ -56,6 +56,7 @@ class Deletion:
     digest: Digest
     reason: str
     pushed_at: float
+    leaf: bool = False  # a manifest that is no index and no referrer (nothing doomed depends on its order)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -108,7 +109,8 @@ def decide(policies: Sequence[RetentionPolicy], repository: str, tags: Sequence[
     for node in sorted(doomed, key=order):
         reason = (f"untagged once tag {left_tags[node.digest]} goes" if node.digest in left_tags
                   else "untagged") + "; no kept manifest refers to it"
-        out.append(Deletion("manifest", repository, str(node.digest), node.digest, reason, node.pushed_at))
+        out.append(Deletion("manifest", repository, str(node.digest), node.digest, reason, node.pushed_at,
+                            leaf=node.subject is None and not node.children))
     return out
 
 
@@ -140,11 +142,11 @@ def _closure(roots: set[Digest], manifests: Mapping[Digest, ManifestNode]) -> se
         if digest in kept:
             continue
         kept.add(digest)
-        node = manifests.get(digest)
-        if node is not None:
-            frontier.extend(node.children)
-            if node.subject is not None:
-                frontier.append(node.subject)
+        found = manifests.get(digest)
+        if found is not None:
+            frontier.extend(found.children)
+            if found.subject is not None:
+                frontier.append(found.subject)
         frontier.extend(referrers.get(digest, ()))
     return kept
 
@@ -245,38 +247,53 @@ async def run_retention(registry: Registry, policies: Sequence[RetentionPolicy],
     return report
 
 
+APPLY_CONCURRENCY = 8  # deletions a run keeps in flight
+
+
 async def _apply(registry: Registry, name: str, planned: list[Deletion], started: float,
                  report: RetentionReport, sink: EventSink | None) -> None:
-    for deletion in (d for d in planned if d.kind == "tag"):
+    """Delete what was planned, re-checking each item first: tags (in parallel), then referrers and
+    indexes one by one (in order: before what they point at), then plain images (in parallel)."""
+    from registry.maintenance.scan import bounded
+
+    async def delete_tag(deletion: Deletion) -> None:
         fact = await registry.tag_fact(name, deletion.reference)
         if fact is None:
             report.skipped.append((deletion, "already gone"))
-            continue
+            return
         if fact.digest != deletion.digest or fact.pushed_at != deletion.pushed_at or fact.pushed_at >= started:
             report.skipped.append((deletion, "pushed or moved during the run"))
-            continue
+            return
         await registry.delete_tag(name, deletion.reference)
         report.deletions.append(deletion)
         await _publish(sink, Event(action="delete", repository=name, request=_request_info(), actor=ACTOR,
                                    tag=deletion.reference, digest=str(deletion.digest)))
+
+    await bounded([d for d in planned if d.kind == "tag"], delete_tag, APPLY_CONCURRENCY)
     manifests = [d for d in planned if d.kind == "manifest"]
-    if manifests:
-        tagged = {f.digest for f in await registry.tag_facts(name)}  # read again after the tag deletions
-        for deletion in manifests:
-            if deletion.digest in tagged:
-                report.skipped.append((deletion, "tagged during the run"))
-                continue
-            pushed = await registry.revision_pushed_at(name, deletion.digest)
-            if pushed is None:
-                report.skipped.append((deletion, "already gone"))
-                continue
-            if pushed != deletion.pushed_at or pushed >= started:
-                report.skipped.append((deletion, "pushed during the run"))
-                continue
-            if await registry.delete_untagged_manifest(name, deletion.digest):
-                report.deletions.append(deletion)
-                await _publish(sink, Event(action="delete", repository=name, request=_request_info(),
-                                           actor=ACTOR, digest=str(deletion.digest)))
+    if not manifests:
+        return
+    tagged = {f.digest for f in await registry.tag_facts(name)}  # read again after the tag deletions
+
+    async def delete_manifest(deletion: Deletion) -> None:
+        if deletion.digest in tagged:
+            report.skipped.append((deletion, "tagged during the run"))
+            return
+        pushed = await registry.revision_pushed_at(name, deletion.digest)
+        if pushed is None:
+            report.skipped.append((deletion, "already gone"))
+            return
+        if pushed != deletion.pushed_at or pushed >= started:
+            report.skipped.append((deletion, "pushed during the run"))
+            return
+        if await registry.delete_untagged_manifest(name, deletion.digest):
+            report.deletions.append(deletion)
+            await _publish(sink, Event(action="delete", repository=name, request=_request_info(),
+                                       actor=ACTOR, digest=str(deletion.digest)))
+
+    for deletion in (d for d in manifests if not d.leaf):
+        await delete_manifest(deletion)
+    await bounded([d for d in manifests if d.leaf], delete_manifest, APPLY_CONCURRENCY)
 
 
 async def _publish(sink: EventSink | None, event: Event) -> None:
