@@ -186,3 +186,39 @@ async def test_scheduled_retention_runs_in_the_server(gov_app: Any, gov_files: P
     await client.close()
     runs = [json.loads(line) for line in audit.read_text().splitlines() if '"retention.run"' in line]
     assert runs and runs[0]["detail"]["requestedBy"] == "schedule"
+
+
+async def test_tags_and_manifests_changed_during_the_run_are_skipped(tmp_path: Path) -> None:
+    """Deterministic races: after the first deletion, a doomed tag is moved and a doomed manifest is tagged."""
+    from registry.governance.config import KeepRule, RetentionPolicy
+    from registry.governance.retention import run_retention
+    from registry.services import Registry
+
+    driver = create_driver("filesystem", {"rootdirectory": str(tmp_path)})
+    registry = Registry(driver, delete_enabled=True)
+    await registry.store_blob(REPO, _d(CONFIG_BLOB), _chunks(CONFIG_BLOB))
+    await registry.store_blob(REPO, _d(LAYER), _chunks(LAYER))
+    for i in range(30):
+        await registry.put_manifest(REPO, f"ci-{i}", manifest(f"ci-{i}"), OCI)
+    await asyncio.sleep(0.05)  # everything above was pushed before the run starts
+    moved_to = _d(manifest("ci-0"))
+    rescued = _d(manifest("ci-28"))
+    events: list[Any] = []
+
+    class RacingSink:
+        async def publish(self, batch: list[Any]) -> None:
+            if not events:
+                await registry.tag_manifest(REPO, "ci-29", moved_to)  # a doomed tag moves
+                await registry.tag_manifest(REPO, "rescue", rescued)  # a doomed manifest gets a tag
+            events.extend(batch)
+
+    policy = RetentionPolicy(repositories=["ci/**"], keep=[KeepRule(tags="^nothing$")])  # type: ignore[arg-type]
+    report = await run_retention(registry, [policy], dry_run=False, sink=RacingSink())
+    skipped = {(d.reference, why) for d, why in report.skipped}
+    assert ("ci-29", "pushed or moved during the run") in skipped
+    assert (str(rescued), "tagged during the run") in skipped
+    facts = {f.tag: f.digest for f in await registry.tag_facts(REPO)}
+    assert facts == {"ci-29": moved_to, "rescue": rescued}
+    assert set(await registry.manifest_graph(REPO)) == {moved_to, rescued}
+    assert len(events) == len(report.deletions) == 29 + 28
+    await driver.close()
