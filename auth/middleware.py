@@ -243,6 +243,8 @@ class AuthController:
                 raise RegistryError(ErrorCode.UNAUTHORIZED, "access tokens are not available")
             try:
                 record = await self.tokens.authenticate(password, username)
+                if await self.owner_gone(record):
+                    raise TokenRefused("the token's owner no longer exists")
             except TokenRefused as exc:
                 self.limiter.failed(self.client_key(request))
                 log.warning("refused access token for %r from %s: %s", username[:64], self.client_key(request), exc)
@@ -254,6 +256,12 @@ class AuthController:
             raise RegistryError(ErrorCode.UNAUTHORIZED, "invalid username or password",
                                 headers={"WWW-Authenticate": basic_challenge(self.realm(request))})
         return username, None
+
+    async def owner_gone(self, record: TokenRecord) -> bool:
+        """Whether a user's token outlived the user (removed from the htpasswd file); robots never do."""
+        if record.robot or self.htpasswd is None:
+            return False
+        return record.owner not in (await self.htpasswd.users()).hashes
 
     def token_actions(self, policy: Policy, record: TokenRecord, repository: str) -> frozenset[str]:
         """What an access token grants on ``repository``: its scopes ∩ its owner's policy."""
@@ -349,6 +357,8 @@ class AuthController:
             # Issued for an access token: it must still be valid (revocation reaches JWTs too).
             record = await self.tokens.cached(pat) if self.tokens is not None else None
             reason = "access token unknown" if record is None else record.refusal(time.time())
+            if not reason and record is not None and await self.owner_gone(record):
+                reason = "the token's owner no longer exists"
             if reason:
                 raise self.unauthorized(request, needed, "invalid_token", reason, description=reason)
         self._check_names(needed)

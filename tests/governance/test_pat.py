@@ -117,6 +117,21 @@ async def test_token_is_a_password_limited_by_scope_and_policy(gov_app: Any) -> 
     assert resp.status == 401 and "another account" in (await resp.json())["errors"][0]["message"]
 
 
+async def test_tokens_of_a_removed_user_stop_working(gov_app: Any, gov_files: Path) -> None:
+    import os
+
+    from tests.auth.conftest import write_htpasswd
+
+    client = await gov_app()
+    secret = await make_token(client, "bob", ["team/**:pull"])
+    assert (await client.get("/v2/", headers=basic("bob", secret))).status == 200
+    write_htpasswd(gov_files / "htpasswd", {"alice": "wonderland", "root": "rootpw"})
+    os.utime(gov_files / "htpasswd", (1, 1))
+    await asyncio.sleep(1.1)
+    resp = await client.get("/v2/", headers=basic("bob", secret))
+    assert resp.status == 401 and "no longer exists" in (await resp.json())["errors"][0]["message"]
+
+
 async def test_revoked_token_refused_at_once_with_reason(gov_app: Any) -> None:
     client = await gov_app()
     secret = await make_token(client, "alice", ["team/**:pull"])
