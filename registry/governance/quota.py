@@ -6,7 +6,8 @@ updates it at once (it sees them as events, :class:`UsageSink`); a full recomput
 (:func:`registry.governance.usage.namespace_usage`) runs at startup, every
 :data:`RECOMPUTE_INTERVAL`, after retention and garbage collection runs in this process, and on
 ``POST /admin/quotas``. Updates that arrive while a recompute walks storage are replayed onto its
-result, so none is lost. Memory is bounded: past :data:`MAX_TRACKED` tracked blobs a namespace
+result, so none is lost. Until the first recompute after startup finishes (it runs in the
+background), a namespace counts only what this process linked since it started. Memory is bounded: past :data:`MAX_TRACKED` tracked blobs a namespace
 stops tracking digests and only adds sizes (an over-estimate, so the limit still holds) until
 the next recompute.
 
