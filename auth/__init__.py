@@ -41,8 +41,9 @@ def setup(app: web.Application, config: "Config") -> None:
     """Install auth on ``app`` (call after the error middleware is in place; no-op without ``auth``).
 
     Appends the auth middleware, sets ``app[REPO_VISIBLE]`` (catalog filtering),
-    ``app[PULL_FILTER]`` (automatic mounts) and ``app[TAG_OVERWRITE_CHECK]`` (tag immutability), mounts ``/auth/token`` and
-    ``/auth/jwks`` when the built-in token service is enabled, and loads every
+    ``app[PULL_FILTER]`` (automatic mounts) and ``app[TAG_OVERWRITE_CHECK]`` (tag immutability),
+    mounts ``/auth/token`` and ``/auth/jwks`` when the built-in token service is enabled, the
+    access-token API (``/admin/tokens``, ``/api/tokens``), and loads every
     file the config names in ``cleanup_ctx`` (startup fails if one is unusable).
     """
     if not config.auth.enabled:
@@ -60,3 +61,6 @@ def setup(app: web.Application, config: "Config") -> None:
     app.cleanup_ctx.append(controller.lifecycle)
     if config.auth.token is not None and config.auth.token.builtin:
         service.add_routes(app, controller)
+    from auth import tokenapi
+
+    tokenapi.add_routes(app)

@@ -57,10 +57,12 @@ def basic_challenge(realm: str) -> str:
     return format_challenge("Basic", {"realm": realm})
 
 
-def bearer_challenge(realm: str, service: str, scopes: Iterable[str] = (), error: str = "") -> str:
+def bearer_challenge(realm: str, service: str, scopes: Iterable[str] = (), error: str = "",
+                     description: str = "") -> str:
     """The Bearer challenge naming every scope the request needs, and ``error`` if one applies.
 
-    ``error`` is RFC 6750's ``invalid_request``, ``invalid_token`` or ``insufficient_scope``.
+    ``error`` is RFC 6750's ``invalid_request``, ``invalid_token`` or ``insufficient_scope``;
+    ``description`` becomes its ``error_description`` (why, in words).
     """
     params = {"realm": realm, "service": service}
     scope = " ".join(scopes)
@@ -68,6 +70,8 @@ def bearer_challenge(realm: str, service: str, scopes: Iterable[str] = (), error
         params["scope"] = scope
     if error:
         params["error"] = error
+    if error and description:
+        params["error_description"] = description
     return format_challenge("Bearer", params)
 
 

@@ -14,6 +14,13 @@ scope → 401 ``insufficient_scope``; a Basic user the policy refuses → 403 DE
 an unreadable or repeated ``Authorization`` header → 400 ``invalid_request``;
 too many failed logins from one client → 429 TOOMANYREQUESTS. Passwords, tokens
 and keys never reach a log line.
+
+Access tokens (:mod:`auth.pat`) work wherever a password does: as the Basic password, and at
+the token service, whose JWTs then carry the token id (``pat``) so that a revoked access
+token stops its JWTs too (checked against storage at most a second old). Whatever a request
+presents, an access token grants at most its scopes intersected with its owner's policy. A
+token reaches ``/admin/`` and ``/api/`` only with the ``admin`` scope; in token mode those
+paths also take Basic credentials (people and scripts managing tokens).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable
 
@@ -36,6 +44,7 @@ from auth.challenge import (
     parse_authorization,
 )
 from auth.htpasswd import Htpasswd
+from auth.pat import TokenRecord, TokenRefused, TokenStore, looks_like_token, owner_actions
 from auth.policy import OPEN_POLICY, Policy, parse_policy
 from auth.ratelimit import LoginLimiter
 from auth.tokens import (
@@ -48,7 +57,7 @@ from auth.tokens import (
     refresh_audience,
 )
 from auth.watch import DEFAULT_CHECK_INTERVAL, WatchedFile
-from registry.appkeys import REQUEST_USER
+from registry.appkeys import REQUEST_USER, STORAGE
 from registry.errors import ErrorCode, RegistryError
 from registry.reference import is_valid_name
 
@@ -62,6 +71,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 TOKEN_PATH = "/auth/token"
 JWKS_PATH = "/auth/jwks"
 FREE_PATHS = frozenset({"/healthz", "/readyz", "/metrics", TOKEN_PATH, JWKS_PATH})
+MANAGEMENT_PREFIXES = ("/admin/", "/api/")
+PAT_CLAIM = "pat"  # the access token a JWT was issued for
 
 
 def credentials(request: web.Request) -> BasicCredentials | BearerToken | None:
@@ -79,6 +90,14 @@ class Identity:
 
     user: str | None
     claims: TokenClaims | None = None
+    token: TokenRecord | None = None  # the access token the caller authenticated with
+
+    @property
+    def actor(self) -> str:
+        """Who acted, for audit lines: the user (or robot), and the access token id if one was used."""
+        if self.user is None:
+            return "anonymous"
+        return f"{self.user} (token {self.token.id})" if self.token is not None else self.user
 
 
 IDENTITY: web.RequestKey[Identity] = web.RequestKey("berth.auth.identity", Identity)
@@ -106,6 +125,8 @@ class AuthController:
         self.signing_key: SigningKey | None = None
         self.verifier: TokenVerifier | None = None
         self.refresh_verifier: TokenVerifier | None = None
+        self.tokens: TokenStore | None = None  # access tokens, once the storage is open
+        self.on_login: Callable[[web.Request, str, str, str], None] | None = None  # (request, user, outcome, reason)
 
     # -- lifecycle --
 
@@ -145,6 +166,8 @@ class AuthController:
 
     async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
         """``cleanup_ctx`` entry: start before serving; nothing to close."""
+        if STORAGE in app:
+            self.tokens = TokenStore(app[STORAGE])
         await self.start()
         yield
 
@@ -169,18 +192,18 @@ class AuthController:
         base = self.http_host or f"{request.scheme}://{request.host}"
         return base + TOKEN_PATH
 
-    def challenge(self, request: web.Request, needed: list[Access], error: str = "") -> str:
+    def challenge(self, request: web.Request, needed: list[Access], error: str = "", description: str = "") -> str:
         """The ``WWW-Authenticate`` value for a request needing ``needed``."""
         if self.config.token is None:
             return basic_challenge(self.realm(request))
         return bearer_challenge(self.realm(request), self.config.token.service_name,
-                                [a.scope for a in needed], error)
+                                [a.scope for a in needed], error, description)
 
     def unauthorized(self, request: web.Request, needed: list[Access], error: str = "",
-                     message: str | None = None) -> RegistryError:
-        """401 with the challenge."""
+                     message: str | None = None, description: str = "") -> RegistryError:
+        """401 with the challenge (``description``: the challenge's ``error_description``)."""
         return RegistryError(ErrorCode.UNAUTHORIZED, message, [a.to_claim() for a in needed] or None,
-                             headers={"WWW-Authenticate": self.challenge(request, needed, error)})
+                             headers={"WWW-Authenticate": self.challenge(request, needed, error, description)})
 
     def malformed(self, request: web.Request, exc: MalformedAuthorization) -> RegistryError:
         """400 ``invalid_request`` for an unreadable or repeated ``Authorization`` header."""
@@ -209,7 +232,54 @@ class AuthController:
         if not ok:
             self.limiter.failed(self.client_key(request))
             log.warning("failed login for user %r from %s", username[:64], self.client_key(request))
+            self.login_event(request, username, "failure", "invalid username or password")
         return ok
+
+    def login_event(self, request: web.Request, actor: str, outcome: str, reason: str = "") -> None:
+        """Tell the audit log (if any) about a login attempt (``actor``: the account, maybe with a token id)."""
+        if self.on_login is not None:
+            self.on_login(request, actor[:100], outcome, reason)
+
+    async def check_credentials(self, request: web.Request, username: str,
+                                password: str) -> tuple[str, TokenRecord | None]:
+        """The account a password or access token logs in as (and the token), or 401 with the reason."""
+        if looks_like_token(password):
+            self.check_rate(request)
+            if self.tokens is None:
+                raise RegistryError(ErrorCode.UNAUTHORIZED, "access tokens are not available")
+            try:
+                record = await self.tokens.authenticate(password, username)
+                if await self.owner_gone(record):
+                    raise TokenRefused("the token's owner no longer exists")
+            except TokenRefused as exc:
+                self.limiter.failed(self.client_key(request))
+                log.warning("refused access token for %r from %s: %s", username[:64], self.client_key(request), exc)
+                self.login_event(request, username, "failure", str(exc))
+                raise RegistryError(ErrorCode.UNAUTHORIZED, str(exc),
+                                    headers={"WWW-Authenticate": basic_challenge(self.realm(request))}) from None
+            return record.owner, record
+        if not await self.check_password(request, username, password):
+            raise RegistryError(ErrorCode.UNAUTHORIZED, "invalid username or password",
+                                headers={"WWW-Authenticate": basic_challenge(self.realm(request))})
+        return username, None
+
+    async def owner_gone(self, record: TokenRecord) -> bool:
+        """Whether a user's token outlived the user (removed from the htpasswd file); robots never do."""
+        if record.robot or self.htpasswd is None:
+            return False
+        return record.owner not in (await self.htpasswd.users()).hashes
+
+    def token_actions(self, policy: Policy, record: TokenRecord, repository: str) -> frozenset[str]:
+        """What an access token grants on ``repository``: its scopes ∩ its owner's policy."""
+        owner = owner_actions(policy, record.owner, repository, has_policy=self.policy_file is not None)
+        return owner & record.scope_actions(repository)
+
+    def actions_for(self, policy: Policy, identity: Identity | None, repository: str) -> frozenset[str]:
+        """The repository actions of a caller (a token's intersection when one was used)."""
+        user = identity.user if identity is not None else None
+        if identity is not None and identity.token is not None:
+            return self.token_actions(policy, identity.token, repository)
+        return policy.actions(user, repository)
 
     # -- the request path --
 
@@ -224,10 +294,13 @@ class AuthController:
             creds = credentials(request)
         except MalformedAuthorization as exc:
             raise self.malformed(request, exc) from None
-        if self.token_mode:
+        management = request.path.startswith(MANAGEMENT_PREFIXES)
+        if self.token_mode and not (management and isinstance(creds, BasicCredentials)):
             identity = await self._authorize_token(request, creds, needed)
         else:
             identity = await self._authorize_basic(request, creds, needed)
+        if management and identity.token is not None and not identity.token.admin:
+            raise RegistryError(ErrorCode.DENIED, "this access token has no admin scope", {"token": identity.token.id})
         request[IDENTITY] = identity
         if identity.user is not None:
             request[REQUEST_USER] = identity.user
@@ -242,28 +315,36 @@ class AuthController:
     async def _authorize_basic(self, request: web.Request, creds: BasicCredentials | BearerToken | None,
                                needed: list[Access]) -> Identity:
         user: str | None = None
+        record: TokenRecord | None = None
         if isinstance(creds, BasicCredentials):
-            if not await self.check_password(request, creds.username, creds.password):
-                raise self.unauthorized(request, needed, message="invalid username or password")
-            user = creds.username
+            try:
+                user, record = await self.check_credentials(request, creds.username, creds.password)
+            except RegistryError as exc:
+                if exc.code != ErrorCode.UNAUTHORIZED:
+                    raise
+                raise self.unauthorized(request, needed, message=exc.message) from None
         policy = await self.policy()
+        identity = Identity(user, token=record)
         if user is None:
-            if not needed or not all(self._policy_allows(policy, None, a) for a in needed):
+            if not needed or not all(self._policy_allows(policy, identity, a) for a in needed):
                 raise self.unauthorized(request, needed)
-            return Identity(None)
+            return identity
         self._check_names(needed)
-        missing = [a for a in needed if not self._policy_allows(policy, user, a)]
+        missing = [a for a in needed if not self._policy_allows(policy, identity, a)]
         if missing:
-            raise RegistryError(ErrorCode.DENIED, None, [a.to_claim() for a in missing])
-        return Identity(user)
+            request[IDENTITY] = identity  # who was denied (for the audit log)
+            raise RegistryError(ErrorCode.DENIED, "this access token does not grant the access this request needs"
+                                if record is not None else None, [a.to_claim() for a in missing])
+        if request.method == "GET" and request.path in ("/v2", "/v2/"):
+            self.login_event(request, identity.actor, "success")  # what docker/podman/skopeo login request
+        return identity
 
-    @staticmethod
-    def _policy_allows(policy: Policy, user: str | None, access: Access) -> bool:
+    def _policy_allows(self, policy: Policy, identity: Identity, access: Access) -> bool:
         if access.type == REPOSITORY:
-            allowed = policy.actions(user, access.name)
+            allowed = self.actions_for(policy, identity, access.name)
             return all(a in allowed for a in access.actions)
         if access.resource == ("registry", CATALOG):
-            return policy.may_list_catalog(user)
+            return policy.may_list_catalog(identity.user)
         return False
 
     async def _authorize_token(self, request: web.Request, creds: BasicCredentials | BearerToken | None,
@@ -276,13 +357,23 @@ class AuthController:
         except TokenError as exc:
             log.info("rejected bearer token from %s: %s", self.client_key(request), exc)
             raise self.unauthorized(request, needed, "invalid_token", str(exc)) from None
+        record: TokenRecord | None = None
+        pat = claims.extra.get(PAT_CLAIM)
+        if isinstance(pat, str) and pat:
+            # Issued for an access token: it must still be valid (revocation reaches JWTs too).
+            record = await self.tokens.cached(pat) if self.tokens is not None else None
+            reason = "access token unknown" if record is None else record.refusal(time.time())
+            if not reason and record is not None and await self.owner_gone(record):
+                reason = "the token's owner no longer exists"
+            if reason:
+                raise self.unauthorized(request, needed, "invalid_token", reason, description=reason)
         self._check_names(needed)
         for access in needed:
             granted = claims.actions(access.type, access.name)
             if not all(covers(granted, a) for a in access.actions):
                 raise self.unauthorized(request, needed, "insufficient_scope",
                                         "token does not grant the access this request needs")
-        return Identity(claims.subject or None, claims)
+        return Identity(claims.subject or None, claims, record)
 
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """The middleware body (see :func:`make_middleware`)."""
@@ -295,8 +386,7 @@ class AuthController:
     async def repo_visible(self, request: web.Request, repository: str) -> bool:
         """Whether the caller may pull ``repository`` (the catalog lists only those)."""
         identity: Identity | None = request.get(IDENTITY)
-        user = identity.user if identity is not None else None
-        return PULL in (await self.policy()).actions(user, repository)
+        return PULL in self.actions_for(await self.policy(), identity, repository)
 
     async def pull_filter(self, request: web.Request) -> Callable[[str], bool] | None:
         """What the caller may pull, for an automatic mount: None for everything, else a predicate.
@@ -320,8 +410,7 @@ class AuthController:
         if self.policy_file is None:
             return
         identity: Identity | None = request.get(IDENTITY)
-        user = identity.user if identity is not None else None
-        if OVERWRITE not in (await self.policy()).actions(user, repository):
+        if OVERWRITE not in self.actions_for(await self.policy(), identity, repository):
             raise RegistryError(ErrorCode.DENIED, f"tag {tag} already exists and may not be overwritten",
                                 {"repository": repository, "tag": tag})
 

@@ -10,6 +10,11 @@ refresh token. Either way the token grants the intersection of the requested
 scopes and what the policy allows; unknown or malformed scopes are left out,
 never an error. Refresh tokens stop working when the user's htpasswd entry
 changes or disappears. Errors use the registry's error format.
+
+An access token (:mod:`auth.pat`) works as the password: the JWT then grants the requested
+scopes ∩ the owner's policy ∩ the token's scopes, names the owner as subject, carries the
+token id (so the registry refuses it once the access token is revoked), and never comes
+with a refresh token (the access token itself is the long-lived credential).
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from aiohttp import web
 from auth.access import Access, parse_scopes
 from auth.challenge import BasicCredentials, BearerToken, MalformedAuthorization, basic_challenge
 from auth.config import TokenAuth
-from auth.middleware import CONTROLLER, JWKS_PATH, TOKEN_PATH, AuthController, credentials
+from auth.middleware import CONTROLLER, JWKS_PATH, PAT_CLAIM, TOKEN_PATH, AuthController, credentials
+from auth.pat import TokenRecord
 from auth.tokens import TokenError, issue_refresh_token, issue_token, rfc3339
 from registry.appkeys import REQUEST_USER
 from registry.errors import ErrorCode, RegistryError
@@ -49,22 +55,35 @@ def _check_service(token: TokenAuth, service: str | None) -> None:
         raise _bad_request(f"this token service issues tokens for service {token.service_name!r} only")
 
 
-def _bad_credentials(controller: AuthController, request: web.Request) -> RegistryError:
-    return RegistryError(ErrorCode.UNAUTHORIZED, "invalid username or password",
-                         headers={"WWW-Authenticate": basic_challenge(controller.realm(request))})
+def _narrow(controller: AuthController, policy: Any, record: TokenRecord, granted: list[Access]) -> list[Access]:
+    """Repository grants cut down to what the access token allows (other resources: as the owner)."""
+    out: list[Access] = []
+    for access in granted:
+        if access.type == "repository":
+            allowed = controller.token_actions(policy, record, access.name)
+            access = Access.of(access.type, access.name, [a for a in access.actions if a in allowed])
+        if access.actions:
+            out.append(access)
+    return out
 
 
 async def _issue(request: web.Request, controller: AuthController, user: str | None, scopes: list[Access], *,
-                 offline: bool, client_id: str, oauth: bool) -> dict[str, Any]:
+                 offline: bool, client_id: str, oauth: bool, record: TokenRecord | None = None) -> dict[str, Any]:
     if user is not None:
         request[REQUEST_USER] = user  # for the access log
+        controller.login_event(request, user if record is None else f"{user} (token {record.id})", "success")
     token = _settings(controller)
     assert controller.signing_key is not None
-    granted = (await controller.policy()).grant(user, scopes)
+    policy = await controller.policy()
+    granted = policy.grant(user, scopes)  # "*" is expanded to what the policy allows
+    if record is not None:
+        granted = _narrow(controller, policy, record, granted)
+        offline = False
     now = time.time()
     lifetime = int(token.expiration)
     access_token = issue_token(controller.signing_key, issuer=token.issuer_name, audience=token.service_name,
-                               subject=user or "", access=granted, lifetime=lifetime, now=now)
+                               subject=user or "", access=granted, lifetime=lifetime, now=now,
+                               extra={PAT_CLAIM: record.id} if record is not None else None)
     body: dict[str, Any] = {"access_token": access_token, "token": access_token, "expires_in": lifetime,
                             "issued_at": rfc3339(now)}
     if oauth:
@@ -90,18 +109,18 @@ async def get_token(request: web.Request) -> web.StreamResponse:
     except MalformedAuthorization as exc:
         raise _bad_request(str(exc)) from None
     user: str | None = None
+    record: TokenRecord | None = None
     if isinstance(creds, BearerToken):
         raise _bad_request("authenticate to the token service with Basic credentials")
     if isinstance(creds, BasicCredentials):
-        if not await controller.check_password(request, creds.username, creds.password):
-            raise _bad_credentials(controller, request)
-        user = creds.username
+        user, record = await controller.check_credentials(request, creds.username, creds.password)
     account = query.get("account")
-    if account and user is not None and account != user:
+    login = creds.username if isinstance(creds, BasicCredentials) else ""
+    if account and user is not None and account != user and (record is None or account != login):
         raise _bad_request("account does not match the credentials")
     body = await _issue(request, controller, user, parse_scopes(query.getall("scope", [])),
                         offline=query.get("offline_token", "").lower() == "true",
-                        client_id=query.get("client_id", ""), oauth=False)
+                        client_id=query.get("client_id", ""), oauth=False, record=record)
     return web.json_response(body, headers=NO_STORE)
 
 
@@ -122,18 +141,18 @@ async def post_token(request: web.Request) -> web.StreamResponse:
     grant_type = field("grant_type")
     scopes = parse_scopes([v for v in form.getall("scope", []) if isinstance(v, str)])
     offline = field("access_type") == "offline"
+    record: TokenRecord | None = None
     if grant_type == "password":
         username = field("username")
         if not username:
             raise _bad_request("username is required")
-        if not await controller.check_password(request, username, field("password")):
-            raise _bad_credentials(controller, request)
-        user = username
+        user, record = await controller.check_credentials(request, username, field("password"))
     elif grant_type == "refresh_token":
         user = await _refresh_user(controller, request, field("refresh_token"))
     else:
         raise _bad_request("grant_type must be password or refresh_token")
-    body = await _issue(request, controller, user, scopes, offline=offline, client_id=client_id, oauth=True)
+    body = await _issue(request, controller, user, scopes, offline=offline, client_id=client_id, oauth=True,
+                        record=record)
     return web.json_response(body, headers=NO_STORE)
 
 

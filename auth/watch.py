@@ -38,6 +38,7 @@ class WatchedFile(Generic[T]):
         self._value: T | None = None
         self._stamp: _Stamp | None = None
         self._checked = float("-inf")
+        self.on_reload: Callable[[str], None] | None = None  # called (in a thread) after each reload
 
     def _read(self) -> tuple[_Stamp, T]:
         with open(self.path, "rb") as fh:
@@ -62,6 +63,8 @@ class WatchedFile(Generic[T]):
             return
         self._stamp, self._value = stamp, value
         log.info("reloaded %s %s", self.what, self.path)
+        if self.on_reload is not None:
+            self.on_reload(self.path)
 
     async def load(self) -> T:
         """The first load; raises ``OSError`` or ``ValueError`` when the file is unusable."""

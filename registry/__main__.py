@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_maintenance_commands(sub)  # gc, du
 
+    from registry.governance.cli import add_commands as add_governance_commands
+
+    add_governance_commands(sub)  # token, robot, retention
+
     from registry.webhooks.cli import add_parsers as add_webhook_parsers
 
     hooks = sub.add_parser("webhooks", help="inspect and replay webhook deliveries")

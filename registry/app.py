@@ -108,6 +108,6 @@ def create_app(config: Config, *, driver: StorageDriver | None = None) -> web.Ap
 def _subsystems() -> list[Callable[[web.Application, Config], None]]:
     """Each subsystem's ``setup(app, config)``: adds its routes, middlewares and resources."""
     import auth
-    from registry import maintenance, observability, webhooks
+    from registry import governance, maintenance, observability, webhooks
 
-    return [auth.setup, webhooks.setup, observability.setup, maintenance.setup]
+    return [auth.setup, webhooks.setup, governance.setup, observability.setup, maintenance.setup]

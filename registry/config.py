@@ -24,6 +24,7 @@ from registry.configschema import (
     section_fields,
     unwrap_optional,
 )
+from registry.governance.config import AuditConfig, QuotaRule, RetentionConfig
 from registry.webhooks.config import NotificationsConfig
 
 DEFAULT_ADDR = "127.0.0.1:5000"
@@ -236,6 +237,9 @@ class Config:
     validation: dict[str, Any] = field(default_factory=dict)
     compatibility: dict[str, Any] = field(default_factory=dict)
     gc: GCConfig = field(default_factory=GCConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    quotas: list[QuotaRule] = field(default_factory=list)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     def validate(self) -> None:
         if str(self.version) != "0.1":

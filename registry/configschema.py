@@ -23,10 +23,10 @@ class ConfigError(ValueError):
 
 
 class Duration(float):
-    """Seconds, parsed from Go-style durations (``1h30m``, ``500ms``, ``168h``)."""
+    """Seconds, parsed from Go-style durations (``1h30m``, ``500ms``, ``168h``; Berth adds days, ``90d``)."""
 
-    _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-    _RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+    _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    _RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
 
     @classmethod
     def parse(cls, value: Any) -> "Duration":

@@ -19,6 +19,8 @@ so no request can name a path outside the tree below::
       _berth/                                              Berth's own state (Distribution ignores it)
         httpsecret                                         generated upload-state key (no http.secret)
         gc/{trash,journal.json,lock}                       garbage collection (registry.maintenance)
+        tokens/<id>.json                                   access token record (hash only; auth.pat)
+        tokens/<id>.lastused                               when the token last authenticated
 
 Each ``link`` file holds a digest string. The tree is the one the reference
 registry (Distribution 2.x) reads and writes, so data directories and buckets
@@ -39,7 +41,9 @@ REPOSITORIES = f"{ROOT}/repositories"
 BERTH_STATE = f"{ROOT}/_berth"
 HTTP_SECRET = f"{BERTH_STATE}/httpsecret"
 GC_DIR = f"{BERTH_STATE}/gc"
+TOKENS_DIR = f"{BERTH_STATE}/tokens"
 
+_TOKEN_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -51,6 +55,27 @@ def validate_upload_id(upload_id: str) -> str:
     if not isinstance(upload_id, str) or not _UUID_RE.match(upload_id):
         raise InvalidUploadId(f"invalid upload id {upload_id!r}")
     return upload_id
+
+
+class InvalidTokenId(ValueError):
+    """An access token id that is not 16 lower-case hex digits."""
+
+
+def validate_token_id(token_id: str) -> str:
+    """``token_id`` if it is 16 lower-case hex digits; else :class:`InvalidTokenId`."""
+    if not isinstance(token_id, str) or not _TOKEN_ID_RE.match(token_id):
+        raise InvalidTokenId("invalid token id")
+    return token_id
+
+
+def token_record(token_id: str) -> str:
+    """Where an access token's record (never its secret) is stored."""
+    return f"{TOKENS_DIR}/{validate_token_id(token_id)}.json"
+
+
+def token_last_used(token_id: str) -> str:
+    """Where the time an access token last authenticated is stored."""
+    return f"{TOKENS_DIR}/{validate_token_id(token_id)}.lastused"
 
 
 def blob_dir(digest: Digest) -> str:

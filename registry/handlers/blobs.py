@@ -54,7 +54,7 @@ async def get_blob(request: web.Request, route: Route) -> web.StreamResponse:
     digest = parse_digest(route.reference)
     info = await registry.blob_info(route.name, digest)
     headers = _blob_headers(info)
-    if config_of(request).notifications.events.pull:
+    if config_of(request).notifications.events.pull or config_of(request).audit.pulls:
         await emit(request, "pull", route.name, media_type="application/octet-stream",
                    size=info.size, digest=str(digest), url=url_for(request, f"/v2/{route.name}/blobs/{digest}"))
     driver = registry.driver

@@ -23,7 +23,7 @@ async def get_manifest(request: web.Request, route: Route) -> web.StreamResponse
     inm = request.headers.get("If-None-Match")
     if inm and etag in [t.strip() for t in inm.split(",")]:
         return web.Response(status=304, headers=headers)
-    if config_of(request).notifications.events.pull:
+    if config_of(request).notifications.events.pull or config_of(request).audit.pulls:
         tag = route.reference if ":" not in route.reference else ""
         await emit(request, "pull", route.name, media_type=stored.media_type, size=len(stored.data),
                    digest=str(stored.digest), tag=tag, references=_references(stored.data),

@@ -80,6 +80,14 @@ async def run_scheduled(app: web.Application, options: GCOptions) -> GCReport | 
     finally:
         state.running = False
     state.last, state.error = report, ""
+    from registry.governance import AUDIT, QUOTAS
+
+    audit = app.get(AUDIT)
+    if audit is not None:
+        audit.record("gc.run", actor="gc", detail={"blobs": len(report.blobs), "bytesFreed": report.bytes_freed,
+                                                   "manifests": len(report.manifests), "dryRun": report.dry_run})
+    if app.get(QUOTAS) is not None and not report.dry_run:
+        await app[QUOTAS].recompute()  # space freed: quotas see it now, not at the next interval
     return report
 
 

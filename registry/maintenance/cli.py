@@ -79,6 +79,14 @@ def cmd_gc(args: argparse.Namespace) -> int:
     except (GCError, StorageError) as exc:
         print(f"berth gc: {exc}", file=sys.stderr)
         return 1
+    if config.audit.enabled:
+        from registry.governance.audit import AuditLog
+
+        audit = AuditLog(config.audit)
+        audit.start()
+        audit.record("gc.run", actor="cli", detail={"blobs": len(report.blobs), "bytesFreed": report.bytes_freed,
+                                                    "manifests": len(report.manifests), "dryRun": report.dry_run})
+        audit.stop()
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -103,16 +111,37 @@ def cmd_du(args: argparse.Namespace) -> int:
     """``berth du``."""
     config = command_config(args)
     _setup_logging(config)
+    async def measure(driver: StorageDriver) -> tuple[Usage, list[dict[str, Any]]]:
+        return await disk_usage(driver), await _quota_usage(config, driver)
+
     try:
-        usage = _with_driver(config, disk_usage)
+        usage, quotas = _with_driver(config, measure)
     except StorageError as exc:
         print(f"berth du: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps(usage.to_json(), indent=2))
+        doc = usage.to_json()
+        if quotas:
+            doc["quotas"] = quotas
+        print(json.dumps(doc, indent=2))
     else:
         print_usage(usage)
+        for q in quotas:
+            print(f"quota {','.join(q['repositories'])}: {human(q['used'])} of {human(q['limit'])} "
+                  f"({q['used']} of {q['limit']} bytes, {q['blobs']} blobs)")
     return 0
+
+
+async def _quota_usage(config: Config, driver: StorageDriver) -> list[dict[str, Any]]:
+    """Each ``quotas`` namespace's stored bytes, from a walk of storage (as the server's recompute)."""
+    if not config.quotas:
+        return []
+    from registry.governance.usage import usage_by_namespace
+    from registry.services import Registry
+
+    found = await usage_by_namespace(Registry(driver), [rule.patterns for rule in config.quotas])
+    return [{"repositories": list(rule.patterns), "limit": int(rule.limit), "used": u.bytes, "blobs": len(u.blobs)}
+            for rule, u in zip(config.quotas, found)]
 
 
 def add_commands(sub: Any) -> None:

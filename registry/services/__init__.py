@@ -5,6 +5,7 @@ This layer sits between the HTTP handlers and the storage driver, one module per
 * :mod:`.blobs` and :mod:`.uploads`: blob bytes, storage only.
 * :mod:`.manifests` (manifests and tags), :mod:`.catalog` (repositories, tag lists) and
   :mod:`.referrers`: the metadata.
+* :mod:`.tagfacts`: tag facts and the manifest graph retention decides on (the index's seam).
 * :mod:`.common`: argument checks, result types and the state every module shares.
 
 Services raise :class:`~registry.errors.RegistryError` for anything the client did wrong;
@@ -35,15 +36,16 @@ from registry.services.common import (
 from registry.services.manifests import Manifests
 from registry.services.referrers import Referrers
 from registry.services.state import UploadState
+from registry.services.tagfacts import ManifestNode, TagFact, TagFacts
 from registry.services.uploads import WRITE_BUFFER, Uploads, _RunningHash
 
-__all__ = ["BlobInfo", "PutManifestResult", "Registry", "StoredManifest", "UploadState", "WRITE_BUFFER",
+__all__ = ["BlobInfo", "ManifestNode", "PutManifestResult", "TagFact", "Registry", "StoredManifest", "UploadState", "WRITE_BUFFER",
            "check_name", "check_tag", "parse_digest", "stored_media_type"]
 
 MANIFEST_CACHE_BYTES = 32 << 20  # manifest bytes kept in memory, by digest
 
 
-class Registry(Blobs, Uploads, Manifests, Catalog, Referrers):
+class Registry(Blobs, Uploads, Manifests, Catalog, Referrers, TagFacts):
     """All registry operations over one storage driver."""
 
     def __init__(

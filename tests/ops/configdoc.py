@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import re
 import sys
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,8 @@ class Row:
 def _type_name(tp: Any) -> str:
     tp = unwrap_optional(tp)
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # e.g. a list of globs, or one glob as a string
+        return " or ".join(_type_name(arg) for arg in typing.get_args(tp))
     if tp is Duration:
         return "duration"
     if tp is ByteSize:
